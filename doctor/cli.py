@@ -1,0 +1,438 @@
+"""The ``kdoctor`` command line (contract: shared/spec/checks-and-report-v1.md).
+
+Heavy imports (kubernetes, textual) happen only inside the commands and code paths that
+need them, so ``kdoctor check --scope node`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from doctor import __version__
+from doctor.model import EXIT_CODES, CheckResult, FixSafety, Scope, Status
+
+USAGE_ERROR = 3
+
+
+class UsageError(Exception):
+    """Bad command line or target: exit 3 with the message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(USAGE_ERROR, f"kdoctor: error: {message}\n")
+
+
+def _id_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _add_target_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("target")
+    group.add_argument("--scope", choices=["node", "cluster", "all"], default="all")
+    group.add_argument("--only", type=_id_list, default=[], metavar="ID[,ID…]")
+    group.add_argument("--skip", type=_id_list, default=[], metavar="ID[,ID…]")
+    group.add_argument("--bundle", type=Path, metavar="DIR", help="analyse a bundle, not this node")
+    group.add_argument("--root", type=Path, default=Path("/"), metavar="DIR",
+                       help="read the node's files under DIR (default /)")
+    group.add_argument("--kubeconfig", metavar="FILE")
+    group.add_argument("--context", metavar="NAME")
+    group.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                       help="deadline for the whole run (default 60)")
+    group.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
+                       help="where fixes keep backups and the journal (default /var/lib/kdoctor)")
+    group.add_argument("-v", "--verbose", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="kdoctor", description="A doctor for Kubernetes nodes and clusters.")
+    parser.add_argument("--version", action="version", version=f"kdoctor {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    check = sub.add_parser("check", help="diagnose (changes nothing)")
+    _add_target_options(check)
+    check.add_argument("--format", choices=["text", "json", "prometheus"], default="text")
+    check.add_argument("--json", action="store_const", const="json", dest="format")
+    check.add_argument("--output", type=Path, metavar="FILE", help="write atomically to FILE")
+
+    fix = sub.add_parser("fix", help="repair: plan, confirm, back up, apply, re-check, roll back")
+    fix.add_argument("ids", nargs="*", metavar="ID")
+    _add_target_options(fix)
+    fix.add_argument("--dry-run", action="store_true", help="print the plans, change nothing")
+    fix.add_argument("--yes", action="store_true", help="do not ask before each fix")
+    fix.add_argument("--unsafe", action="store_true", help="allow unsafe fixes")
+
+    lst = sub.add_parser("list", help="every registered check")
+    lst.add_argument("--format", choices=["text", "json"], default="text")
+
+    explain = sub.add_parser("explain", help="a check's documentation")
+    explain.add_argument("id", metavar="ID")
+
+    collect = sub.add_parser("collect", help="write a bundle of this node (and cluster)")
+    collect.add_argument("dir", type=Path, metavar="DIR")
+    _add_target_options(collect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "check": cmd_check,
+        "fix": cmd_fix,
+        "list": cmd_list,
+        "explain": cmd_explain,
+        "collect": cmd_collect,
+    }
+    try:
+        return handlers[args.command](args)
+    except UsageError as exc:
+        print(f"kdoctor: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print("kdoctor: interrupted", file=sys.stderr)
+        return 130
+
+
+# -- shared --------------------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    """Everything a command needs about the target, built once from the options."""
+
+    checks: list[type]  # list[type[Check]]
+    ctx_factory: Callable[[], object]  # () -> CheckContext, fresh caches each call
+    target: object  # doctor.report.Target
+
+
+def _registry_warnings(failures: Sequence[object]) -> None:
+    for failure in failures:
+        print(f"kdoctor: warning: plugin {failure.source} failed to load: {failure.reason}",  # type: ignore[attr-defined]
+              file=sys.stderr)
+
+
+def _select_checks(args: argparse.Namespace, explicit: Sequence[str] = ()) -> list[type]:
+    from doctor.registry import discover
+
+    registry = discover()
+    _registry_warnings(registry.failures)
+    known = {c.id for c in registry.checks}
+    wanted = list(args.only) + list(explicit)
+    unknown = [i for i in [*wanted, *args.skip] if i not in known]
+    if unknown:
+        raise UsageError(
+            f"unknown check id(s): {', '.join(unknown)} (see `kdoctor list`)"
+        )
+    checks = list(registry.checks)
+    if args.scope != "all":
+        checks = [c for c in checks if c.scope.value == args.scope]
+    if wanted:
+        checks = [c for c in checks if c.id in wanted]
+    return [c for c in checks if c.id not in args.skip]
+
+
+def _open_target(args: argparse.Namespace, checks: Sequence[type]) -> Session:
+    from doctor.cluster import ClusterFacts, NoCluster, find_cluster_config
+    from doctor.context import CheckContext, Options
+    from doctor.facts import BundleNodeFacts, LiveNodeFacts, NodeFacts
+    from doctor.report import Target, live_node_name
+
+    needs_cluster = any(c.scope is Scope.CLUSTER for c in checks)
+    options = Options(verbose=args.verbose, check_timeout=args.timeout)
+    if args.bundle is not None:
+        bundle = args.bundle
+        manifest_path = bundle / "kdoctor-bundle.json"
+        if not bundle.is_dir():
+            raise UsageError(f"--bundle {bundle}: not a directory")
+        node_name = None
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            if manifest.get("format") != "kdoctor-bundle" or manifest.get("version") != 1:
+                raise UsageError(f"{manifest_path}: not a kdoctor bundle of format version 1")
+            node_name = manifest.get("node")
+        except FileNotFoundError:
+            print(f"kdoctor: warning: {manifest_path} is missing; reading the directory as a "
+                  "bundle anyway", file=sys.stderr)
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise UsageError(f"{manifest_path}: invalid manifest: {exc}") from exc
+
+        def cluster_of_bundle() -> ClusterFacts:
+            from doctor.cluster import open_bundle_cluster
+
+            return open_bundle_cluster(bundle) if needs_cluster else NoCluster("not needed")
+
+        cluster = cluster_of_bundle()
+
+        def bundle_ctx() -> CheckContext:
+            node: NodeFacts = BundleNodeFacts(bundle)
+            return CheckContext(node=node, cluster=cluster, options=options)
+
+        target = Target(node=node_name, bundle=str(bundle), cluster=cluster.target)
+        return Session(list(checks), bundle_ctx, target)
+
+    if needs_cluster:
+        config, where = find_cluster_config(args.kubeconfig, args.context)
+        if config is None:
+            cluster: ClusterFacts = NoCluster(where)
+        else:
+            from doctor.cluster import open_live_cluster
+
+            cluster = open_live_cluster(config, timeout=min(args.timeout, 15.0))
+    else:
+        cluster = NoCluster("cluster checks not selected")
+
+    root = args.root
+
+    def live_ctx() -> CheckContext:
+        node: NodeFacts = LiveNodeFacts(root)
+        return CheckContext(node=node, cluster=cluster, options=options)
+
+    node_name = live_node_name() if root == Path("/") else f"{live_node_name()} (root {root})"
+    return Session(list(checks), live_ctx, Target(node=node_name, bundle=None,
+                                                   cluster=cluster.target))
+
+
+def _run(session: Session, args: argparse.Namespace, progress: bool) -> list[CheckResult]:
+    from doctor.runner import run_checks
+
+    on_result = None
+    stop_progress: Callable[[], None] = lambda: None  # noqa: E731
+    if progress and sys.stderr.isatty() and session.checks:
+        on_result, stop_progress = _progress(len(session.checks))
+    try:
+        return run_checks(
+            session.checks,
+            session.ctx_factory(),  # type: ignore[arg-type]
+            deadline=args.timeout,
+            per_check_timeout=args.timeout,
+            on_result=on_result,
+        )
+    finally:
+        stop_progress()
+
+
+def _progress(total: int) -> tuple[Callable[[CheckResult], None], Callable[[], None]]:
+    """A spinner on stderr, shown only when the run lasts longer than a moment."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    status = console.status(f"running {total} checks…")
+    done = [0]
+    shown = threading.Event()
+    timer = threading.Timer(0.5, lambda: (status.start(), shown.set()))
+    timer.daemon = True
+    timer.start()
+
+    def on_result(result: CheckResult) -> None:
+        done[0] += 1
+        status.update(f"running {total} checks… {done[0]} done (last: {result.id})")
+
+    def stop() -> None:
+        timer.cancel()
+        if shown.is_set():
+            status.stop()
+
+    return on_result, stop
+
+
+# -- check ------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from doctor.report import Report, Target, now, render_json, render_prometheus
+
+    checks = _select_checks(args)
+    session = _open_target(args, checks)
+    results = _run(session, args, progress=args.format == "text" or args.output is not None)
+    assert isinstance(session.target, Target)
+    report = Report(target=session.target, results=results, generated_at=now())
+    if args.format == "json":
+        text = render_json(report)
+    elif args.format == "prometheus":
+        text = render_prometheus(report)
+    else:
+        text = _render_text_to_string(report, args.verbose, to_terminal=args.output is None)
+        if args.output is None:
+            text = ""
+    if args.output is not None:
+        from doctor.report import write_atomically
+
+        write_atomically(args.output, text)
+    elif text:
+        sys.stdout.write(text)
+    return EXIT_CODES[report.status]
+
+
+def _render_text_to_string(report: object, verbose: bool, to_terminal: bool) -> str:
+    """Print to the terminal directly (colour), or return plain text for --output."""
+    import io
+
+    from doctor.render.text import make_console, render_text
+
+    if to_terminal:
+        render_text(report, make_console(), verbose)  # type: ignore[arg-type]
+        return ""
+    buffer = io.StringIO()
+    render_text(report, make_console(buffer), verbose)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+# -- fix --------------------------------------------------------------------------------
+
+
+def cmd_fix(args: argparse.Namespace) -> int:
+    from doctor.context import CheckContext, FixContext
+    from doctor.fixengine import (
+        DEFAULT_STATE_DIR,
+        Outcome,
+        apply_fix,
+        record_without_applying,
+    )
+    from doctor.render.text import make_console, print_result
+    from doctor.runner import run_one
+    from doctor.runner_commands import CommandRunner
+
+    if args.bundle is not None:
+        raise UsageError("fixes refuse to run on a bundle: a bundle is a copy, not the node")
+    checks = _select_checks(args, explicit=args.ids)
+    if not args.ids and not args.only:
+        checks = [c for c in checks if c.fix_safety is not None]
+    session = _open_target(args, checks)
+    state_dir = args.state_dir or DEFAULT_STATE_DIR
+    console = make_console()
+    results = _run(session, args, progress=True)
+    by_id = {c.id: c for c in checks}
+    exit_code = 0
+    offered = 0
+    for result in results:
+        if result.status in (Status.OK, Status.SKIP) or result.fix is None:
+            if args.ids and result.id in args.ids:
+                why = result.summary if result.fix is None else "nothing to fix"
+                console.print(f"[{result.status.glyph}] {result.id}: no fix to apply ({why})",
+                              highlight=False, markup=False)
+            continue
+        fix = result.fix
+        offered += 1
+        print_result(console, result)
+        console.print(f"\nPlan for {fix.id} ({fix.safety.value}): {fix.title}", markup=False,
+                      highlight=False)
+        for line in fix.plan():
+            console.print(f"    {line}", markup=False, highlight=False)
+        if args.dry_run:
+            console.print("    (dry run: nothing changed)", markup=False)
+            continue
+        if fix.safety is FixSafety.MANUAL:
+            console.print("    manual fix: run the commands above yourself.", markup=False)
+            record_without_applying(state_dir, result.id, fix, Outcome.REFUSED, "manual fix")
+            continue
+        if fix.safety is FixSafety.UNSAFE and not args.unsafe:
+            console.print("    refused: this fix is unsafe; add --unsafe to apply it.",
+                          markup=False)
+            exit_code = max(exit_code, 1)
+            continue
+        if not args.yes and not _confirm(f"Apply {fix.id}?"):
+            console.print("    declined: nothing changed.", markup=False)
+            record_without_applying(state_dir, result.id, fix, Outcome.DECLINED, "declined")
+            exit_code = max(exit_code, 1)
+            continue
+        check_cls = by_id[result.id]
+        base_ctx = session.ctx_factory()
+        assert isinstance(base_ctx, CheckContext)
+        runner = CommandRunner(on_step=lambda line: console.print(f"    {line}", markup=False,
+                                                                  highlight=False))
+        fix_ctx = FixContext(node=base_ctx.node, cluster=base_ctx.cluster,
+                             options=base_ctx.options, runner=runner, root=args.root)
+
+        def recheck(check_cls: type = check_cls) -> CheckResult:
+            fresh = session.ctx_factory()  # new fact caches: read the changed node again
+            return run_one(check_cls, fresh)  # type: ignore[arg-type]
+
+        report = apply_fix(result.id, fix, fix_ctx, state_dir, recheck)
+        if report.outcome is Outcome.APPLIED:
+            status = report.recheck.status.value if report.recheck else "?"
+            console.print(f"    ✓ applied; {result.id} now reports {status}. "
+                          f"Backup: {report.backup_dir}", markup=False, highlight=False)
+        else:
+            console.print(f"    ✗ {report.outcome.value}: {report.reason}. "
+                          f"Backup: {report.backup_dir}", markup=False, highlight=False)
+            exit_code = 2
+    if offered == 0:
+        console.print("Nothing to fix.", markup=False)
+    return exit_code
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        print(f"{question} not confirmed (no terminal; use --yes)", file=sys.stderr)
+        return False
+    answer = input(f"{question} [y/N] ").strip().lower()
+    return answer in ("y", "yes")
+
+
+# -- list / explain / collect ------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from doctor.registry import discover
+
+    registry = discover()
+    _registry_warnings(registry.failures)
+    rows = [
+        {
+            "id": c.id,
+            "scope": c.scope.value,
+            "title": c.title,
+            "fix": c.fix_safety.value if c.fix_safety else None,
+        }
+        for c in registry.checks
+    ]
+    if args.format == "json":
+        failures = [{"source": f.source, "reason": f.reason} for f in registry.failures]
+        print(json.dumps({"checks": rows, "load_failures": failures}, indent=2))
+        return 0
+    width = max((len(r["id"]) for r in rows), default=10)
+    for row in rows:
+        fix = row["fix"] or "-"
+        print(f"{row['id']:<{width}}  {row['scope']:<7}  {fix:<6}  {row['title']}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from doctor.registry import discover
+
+    registry = discover()
+    check = registry.get(args.id)
+    if check is None:
+        raise UsageError(f"unknown check id {args.id!r} (see `kdoctor list`)")
+    fix = check.fix_safety.value if check.fix_safety else "none"
+    print(f"{check.id} ({check.scope.value}) — {check.title}")
+    print(f"fix: {fix}")
+    print()
+    print(check.documentation())
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from doctor.collect import collect_node
+
+    out: Path = args.dir
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out} exists and is not empty")
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = collect_node(out, args.root)
+    if args.scope in ("all", "cluster"):
+        from doctor.cluster import collect_cluster
+
+        manifest = collect_cluster(out, args, manifest)
+    print(f"bundle written to {out}")
+    for item in manifest.get("missing", []):
+        print(f"  not collected: {item}")
+    return 0

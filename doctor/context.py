@@ -1,0 +1,40 @@
+"""What checks and fixes receive. Checks get the read-only :class:`CheckContext`; only fixes
+get :class:`FixContext`, which adds the means to change things, so mypy enforces that a
+check never mutates anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from doctor.cluster import ClusterFacts
+from doctor.facts import NodeFacts
+from doctor.runner_commands import CommandRunner
+
+
+@dataclass(frozen=True)
+class Options:
+    """Knobs from the command line that checks may read."""
+
+    verbose: bool = False
+    check_timeout: float = 20.0
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    node: NodeFacts
+    cluster: ClusterFacts
+    options: Options = field(default_factory=Options)
+
+
+@dataclass(frozen=True)
+class FixContext(CheckContext):
+    """The write-capable context: a command runner and the root files are written under."""
+
+    runner: CommandRunner = field(default_factory=lambda: CommandRunner())
+    root: Path = Path("/")
+
+    def host_path(self, path: str) -> Path:
+        """Where a node path is written (under ``--root``)."""
+        return self.root / path.lstrip("/")

@@ -1,0 +1,135 @@
+"""Fix and the primitive actions fixes are built from."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shlex
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from doctor.context import FixContext
+from doctor.model import FixSafety
+
+
+class Action(ABC):
+    """One step of a fix. ``apply`` may only run after ``backup`` succeeded."""
+
+    @abstractmethod
+    def describe(self) -> list[str]:
+        """The exact commands or file diff this step performs, for the plan."""
+
+    def backup(self, ctx: FixContext, into: Path) -> None:  # noqa: B027 - optional hook
+        """Save what ``apply`` will change under ``into`` (a fresh directory)."""
+
+    @abstractmethod
+    def apply(self, ctx: FixContext) -> None: ...
+
+    def undo(self, ctx: FixContext, backup: Path) -> None:  # noqa: B027 - optional hook
+        """Put back what ``backup`` saved. Default: nothing to undo."""
+
+
+@dataclass
+class Command(Action):
+    """Run a command; ``undo`` lists the commands that reverse it (if any)."""
+
+    argv: list[str]
+    undo_argvs: list[list[str]] = field(default_factory=list)
+    stdin: str | None = None
+
+    def describe(self) -> list[str]:
+        return [shlex.join(self.argv)]
+
+    def apply(self, ctx: FixContext) -> None:
+        ctx.runner.run(self.argv, stdin=self.stdin)
+
+    def undo(self, ctx: FixContext, backup: Path) -> None:
+        for argv in self.undo_argvs:
+            ctx.runner.run(argv)
+
+
+@dataclass
+class WriteFile(Action):
+    """Write a whole file atomically; the plan shows it as a unified diff."""
+
+    path: str  # the node's absolute path
+    content: str
+    old_content: str | None = None  # what the check read, for the diff
+    mode: int = 0o644
+
+    def describe(self) -> list[str]:
+        old = (self.old_content or "").splitlines(keepends=True)
+        new = self.content.splitlines(keepends=True)
+        fromfile = self.path if self.old_content is not None else "/dev/null"
+        diff = difflib.unified_diff(old, new, fromfile=fromfile, tofile=self.path)
+        lines = [f"write {self.path}:"]
+        lines.extend(line.rstrip("\n") for line in diff)
+        return lines
+
+    def backup(self, ctx: FixContext, into: Path) -> None:
+        target = ctx.host_path(self.path)
+        into.mkdir(parents=True, exist_ok=True)
+        (into / "path").write_text(self.path)
+        if target.exists():
+            shutil.copy2(target, into / "original")
+        else:
+            (into / "absent").touch()
+
+    def apply(self, ctx: FixContext) -> None:
+        target = ctx.host_path(self.path)
+        ctx.runner.on_step(f"write {self.path}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, self.content, self.mode)
+
+    def undo(self, ctx: FixContext, backup: Path) -> None:
+        target = ctx.host_path(self.path)
+        if (backup / "absent").exists():
+            target.unlink(missing_ok=True)
+        elif (backup / "original").exists():
+            ctx.runner.on_step(f"restore {self.path} from {backup / 'original'}")
+            shutil.copy2(backup / "original", target)
+
+
+def atomic_write(target: Path, content: str, mode: int = 0o644) -> None:
+    """Write via a temporary file in the same directory and rename, so readers never see half."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Fix:
+    """A repair a check offers: identity, safety class and the steps."""
+
+    id: str
+    title: str
+    safety: FixSafety
+    actions: list[Action] = field(default_factory=list)
+    #: For MANUAL fixes: the commands a human should run (never executed).
+    manual_steps: list[str] = field(default_factory=list)
+
+    def plan(self) -> list[str]:
+        if self.safety is FixSafety.MANUAL:
+            return list(self.manual_steps)
+        lines: list[str] = []
+        for action in self.actions:
+            lines.extend(action.describe())
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "safety": self.safety.value,
+            "plan": self.plan(),
+        }

@@ -1,0 +1,28 @@
+#!/bin/sh
+# Make .venv with kdoctor installed, on a machine that has only python3 (Debian 12).
+# Usage: scripts/bootstrap.sh [EXTRA]   e.g. "test" installs the test extra too.
+set -eu
+cd "$(dirname "$0")/.."
+extra="${1:-}"
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    # Debian splits venv/ensurepip out of python3.
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    else
+        echo "python3-venv is missing: run 'sudo apt-get install python3-venv'" >&2
+        exit 3
+    fi
+fi
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+stamp=".venv/.kdoctor-installed${extra:+-$extra}"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+    if [ -n "$extra" ]; then
+        .venv/bin/python -m pip install --quiet -e ".[$extra]"
+    else
+        .venv/bin/python -m pip install --quiet -e .
+    fi
+    touch "$stamp"
+fi

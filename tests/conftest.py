@@ -1,0 +1,98 @@
+"""Shared test helpers: run the CLI as a user would, validate what it prints."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "fixtures"
+BUNDLES = FIXTURES / "bundles"
+BAD_INPUT = FIXTURES / "bad-input"
+SCHEMA = json.loads((REPO / "doctor" / "schemas" / "report-v1.json").read_text())
+
+
+def kdoctor(
+    *args: str,
+    env: dict[str, str] | None = None,
+    netns: str | None = None,
+    timeout: float = 120,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m doctor ARGS`` in a subprocess (optionally inside a network namespace)."""
+    argv = [sys.executable, "-m", "doctor", *args]
+    if netns:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    full_env = dict(os.environ)
+    full_env.pop("NO_COLOR", None)
+    full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.update(env or {})
+    proc = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stdout, proc.stdout
+    return proc
+
+
+def validate_report(text: str) -> dict[str, Any]:
+    """Parse a JSON report and validate it against the shipped schema."""
+    doc: dict[str, Any] = json.loads(text)
+    jsonschema.validate(doc, SCHEMA)
+    return doc
+
+
+def check_json(*args: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    """``kdoctor check --format json ARGS`` → (exit code, validated report)."""
+    proc = kdoctor("check", "--format", "json", *args, **kwargs)
+    assert proc.stdout, proc.stderr
+    return proc.returncode, validate_report(proc.stdout)
+
+
+def result_of(report: dict[str, Any], check_id: str) -> dict[str, Any]:
+    for check in report["checks"]:
+        if check["id"] == check_id:
+            return check  # type: ignore[no-any-return]
+    raise AssertionError(f"{check_id} not in report: {[c['id'] for c in report['checks']]}")
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def require_root_tools(*tools: str) -> None:
+    """Skip (with the reason) unless running as root with the given tools installed."""
+    if not is_root():
+        pytest.skip("needs root (network namespaces / daemons)")
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (not installed)")
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A fresh, throwaway network namespace; the host's ruleset is never touched."""
+    require_root_tools("ip", "iptables", "iptables-save", "iptables-restore")
+    name = f"kdt-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
