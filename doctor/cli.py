@@ -13,10 +13,16 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from doctor import __version__
 from doctor.model import EXIT_CODES, CheckResult, FixSafety, Scope, Status
+
+if TYPE_CHECKING:
+    from doctor.cluster import ClusterFacts
+    from doctor.context import CheckContext
+    from doctor.registry import Check, LoadFailure
+    from doctor.report import Report, Target
 
 USAGE_ERROR = 3
 
@@ -41,14 +47,29 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--only", type=_id_list, default=[], metavar="ID[,ID…]")
     group.add_argument("--skip", type=_id_list, default=[], metavar="ID[,ID…]")
     group.add_argument("--bundle", type=Path, metavar="DIR", help="analyse a bundle, not this node")
-    group.add_argument("--root", type=Path, default=Path("/"), metavar="DIR",
-                       help="read the node's files under DIR (default /)")
+    group.add_argument(
+        "--root",
+        type=Path,
+        default=Path("/"),
+        metavar="DIR",
+        help="read the node's files under DIR (default /)",
+    )
     group.add_argument("--kubeconfig", metavar="FILE")
     group.add_argument("--context", metavar="NAME")
-    group.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
-                       help="deadline for the whole run (default 60)")
-    group.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
-                       help="where fixes keep backups and the journal (default /var/lib/kdoctor)")
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="deadline for the whole run (default 60)",
+    )
+    group.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where fixes keep backups and the journal (default /var/lib/kdoctor)",
+    )
     group.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -108,18 +129,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 class Session:
     """Everything a command needs about the target, built once from the options."""
 
-    checks: list[type]  # list[type[Check]]
-    ctx_factory: Callable[[], object]  # () -> CheckContext, fresh caches each call
-    target: object  # doctor.report.Target
+    checks: list[type[Check]]
+    ctx_factory: Callable[[], CheckContext]  # fresh fact caches on each call
+    target: Target
 
 
-def _registry_warnings(failures: Sequence[object]) -> None:
+def _registry_warnings(failures: Sequence[LoadFailure]) -> None:
     for failure in failures:
-        print(f"kdoctor: warning: plugin {failure.source} failed to load: {failure.reason}",  # type: ignore[attr-defined]
-              file=sys.stderr)
+        print(
+            f"kdoctor: warning: plugin {failure.source} failed to load: {failure.reason}",
+            file=sys.stderr,
+        )
 
 
-def _select_checks(args: argparse.Namespace, explicit: Sequence[str] = ()) -> list[type]:
+def _select_checks(args: argparse.Namespace, explicit: Sequence[str] = ()) -> list[type[Check]]:
     from doctor.registry import discover
 
     registry = discover()
@@ -128,9 +151,7 @@ def _select_checks(args: argparse.Namespace, explicit: Sequence[str] = ()) -> li
     wanted = list(args.only) + list(explicit)
     unknown = [i for i in [*wanted, *args.skip] if i not in known]
     if unknown:
-        raise UsageError(
-            f"unknown check id(s): {', '.join(unknown)} (see `kdoctor list`)"
-        )
+        raise UsageError(f"unknown check id(s): {', '.join(unknown)} (see `kdoctor list`)")
     checks = list(registry.checks)
     if args.scope != "all":
         checks = [c for c in checks if c.scope.value == args.scope]
@@ -139,8 +160,8 @@ def _select_checks(args: argparse.Namespace, explicit: Sequence[str] = ()) -> li
     return [c for c in checks if c.id not in args.skip]
 
 
-def _open_target(args: argparse.Namespace, checks: Sequence[type]) -> Session:
-    from doctor.cluster import ClusterFacts, NoCluster, find_cluster_config
+def _open_target(args: argparse.Namespace, checks: Sequence[type[Check]]) -> Session:
+    from doctor.cluster import NoCluster, find_cluster_config
     from doctor.context import CheckContext, Options
     from doctor.facts import BundleNodeFacts, LiveNodeFacts, NodeFacts
     from doctor.report import Target, live_node_name
@@ -159,8 +180,11 @@ def _open_target(args: argparse.Namespace, checks: Sequence[type]) -> Session:
                 raise UsageError(f"{manifest_path}: not a kdoctor bundle of format version 1")
             node_name = manifest.get("node")
         except FileNotFoundError:
-            print(f"kdoctor: warning: {manifest_path} is missing; reading the directory as a "
-                  "bundle anyway", file=sys.stderr)
+            print(
+                f"kdoctor: warning: {manifest_path} is missing; reading the directory as a "
+                "bundle anyway",
+                file=sys.stderr,
+            )
         except (json.JSONDecodeError, AttributeError) as exc:
             raise UsageError(f"{manifest_path}: invalid manifest: {exc}") from exc
 
@@ -169,13 +193,13 @@ def _open_target(args: argparse.Namespace, checks: Sequence[type]) -> Session:
 
             return open_bundle_cluster(bundle) if needs_cluster else NoCluster("not needed")
 
-        cluster = cluster_of_bundle()
+        bundle_cluster = cluster_of_bundle()
 
         def bundle_ctx() -> CheckContext:
             node: NodeFacts = BundleNodeFacts(bundle)
-            return CheckContext(node=node, cluster=cluster, options=options)
+            return CheckContext(node=node, cluster=bundle_cluster, options=options)
 
-        target = Target(node=node_name, bundle=str(bundle), cluster=cluster.target)
+        target = Target(node=node_name, bundle=str(bundle), cluster=bundle_cluster.target)
         return Session(list(checks), bundle_ctx, target)
 
     if needs_cluster:
@@ -196,8 +220,9 @@ def _open_target(args: argparse.Namespace, checks: Sequence[type]) -> Session:
         return CheckContext(node=node, cluster=cluster, options=options)
 
     node_name = live_node_name() if root == Path("/") else f"{live_node_name()} (root {root})"
-    return Session(list(checks), live_ctx, Target(node=node_name, bundle=None,
-                                                   cluster=cluster.target))
+    return Session(
+        list(checks), live_ctx, Target(node=node_name, bundle=None, cluster=cluster.target)
+    )
 
 
 def _run(session: Session, args: argparse.Namespace, progress: bool) -> list[CheckResult]:
@@ -210,7 +235,7 @@ def _run(session: Session, args: argparse.Namespace, progress: bool) -> list[Che
     try:
         return run_checks(
             session.checks,
-            session.ctx_factory(),  # type: ignore[arg-type]
+            session.ctx_factory(),
             deadline=args.timeout,
             per_check_timeout=args.timeout,
             on_result=on_result,
@@ -227,7 +252,12 @@ def _progress(total: int) -> tuple[Callable[[CheckResult], None], Callable[[], N
     status = console.status(f"running {total} checks…")
     done = [0]
     shown = threading.Event()
-    timer = threading.Timer(0.5, lambda: (status.start(), shown.set()))
+
+    def show() -> None:
+        status.start()
+        shown.set()
+
+    timer = threading.Timer(0.5, show)
     timer.daemon = True
     timer.start()
 
@@ -247,12 +277,11 @@ def _progress(total: int) -> tuple[Callable[[CheckResult], None], Callable[[], N
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from doctor.report import Report, Target, now, render_json, render_prometheus
+    from doctor.report import Report, now, render_json, render_prometheus
 
     checks = _select_checks(args)
     session = _open_target(args, checks)
     results = _run(session, args, progress=args.format == "text" or args.output is not None)
-    assert isinstance(session.target, Target)
     report = Report(target=session.target, results=results, generated_at=now())
     if args.format == "json":
         text = render_json(report)
@@ -271,17 +300,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_CODES[report.status]
 
 
-def _render_text_to_string(report: object, verbose: bool, to_terminal: bool) -> str:
+def _render_text_to_string(report: Report, verbose: bool, to_terminal: bool) -> str:
     """Print to the terminal directly (colour), or return plain text for --output."""
     import io
 
     from doctor.render.text import make_console, render_text
 
     if to_terminal:
-        render_text(report, make_console(), verbose)  # type: ignore[arg-type]
+        render_text(report, make_console(), verbose)
         return ""
     buffer = io.StringIO()
-    render_text(report, make_console(buffer), verbose)  # type: ignore[arg-type]
+    render_text(report, make_console(buffer), verbose)
     return buffer.getvalue()
 
 
@@ -289,7 +318,7 @@ def _render_text_to_string(report: object, verbose: bool, to_terminal: bool) -> 
 
 
 def cmd_fix(args: argparse.Namespace) -> int:
-    from doctor.context import CheckContext, FixContext
+    from doctor.context import FixContext
     from doctor.fixengine import (
         DEFAULT_STATE_DIR,
         Outcome,
@@ -316,14 +345,18 @@ def cmd_fix(args: argparse.Namespace) -> int:
         if result.status in (Status.OK, Status.SKIP) or result.fix is None:
             if args.ids and result.id in args.ids:
                 why = result.summary if result.fix is None else "nothing to fix"
-                console.print(f"[{result.status.glyph}] {result.id}: no fix to apply ({why})",
-                              highlight=False, markup=False)
+                console.print(
+                    f"[{result.status.glyph}] {result.id}: no fix to apply ({why})",
+                    highlight=False,
+                    markup=False,
+                )
             continue
         fix = result.fix
         offered += 1
         print_result(console, result)
-        console.print(f"\nPlan for {fix.id} ({fix.safety.value}): {fix.title}", markup=False,
-                      highlight=False)
+        console.print(
+            f"\nPlan for {fix.id} ({fix.safety.value}): {fix.title}", markup=False, highlight=False
+        )
         for line in fix.plan():
             console.print(f"    {line}", markup=False, highlight=False)
         if args.dry_run:
@@ -334,8 +367,9 @@ def cmd_fix(args: argparse.Namespace) -> int:
             record_without_applying(state_dir, result.id, fix, Outcome.REFUSED, "manual fix")
             continue
         if fix.safety is FixSafety.UNSAFE and not args.unsafe:
-            console.print("    refused: this fix is unsafe; add --unsafe to apply it.",
-                          markup=False)
+            console.print(
+                "    refused: this fix is unsafe; add --unsafe to apply it.", markup=False
+            )
             exit_code = max(exit_code, 1)
             continue
         if not args.yes and not _confirm(f"Apply {fix.id}?"):
@@ -345,24 +379,35 @@ def cmd_fix(args: argparse.Namespace) -> int:
             continue
         check_cls = by_id[result.id]
         base_ctx = session.ctx_factory()
-        assert isinstance(base_ctx, CheckContext)
-        runner = CommandRunner(on_step=lambda line: console.print(f"    {line}", markup=False,
-                                                                  highlight=False))
-        fix_ctx = FixContext(node=base_ctx.node, cluster=base_ctx.cluster,
-                             options=base_ctx.options, runner=runner, root=args.root)
+        runner = CommandRunner(
+            on_step=lambda line: console.print(f"    {line}", markup=False, highlight=False)
+        )
+        fix_ctx = FixContext(
+            node=base_ctx.node,
+            cluster=base_ctx.cluster,
+            options=base_ctx.options,
+            runner=runner,
+            root=args.root,
+        )
 
-        def recheck(check_cls: type = check_cls) -> CheckResult:
+        def recheck(check_cls: type[Check] = check_cls) -> CheckResult:
             fresh = session.ctx_factory()  # new fact caches: read the changed node again
-            return run_one(check_cls, fresh)  # type: ignore[arg-type]
+            return run_one(check_cls, fresh)
 
         report = apply_fix(result.id, fix, fix_ctx, state_dir, recheck)
         if report.outcome is Outcome.APPLIED:
             status = report.recheck.status.value if report.recheck else "?"
-            console.print(f"    ✓ applied; {result.id} now reports {status}. "
-                          f"Backup: {report.backup_dir}", markup=False, highlight=False)
+            console.print(
+                f"    ✓ applied; {result.id} now reports {status}. Backup: {report.backup_dir}",
+                markup=False,
+                highlight=False,
+            )
         else:
-            console.print(f"    ✗ {report.outcome.value}: {report.reason}. "
-                          f"Backup: {report.backup_dir}", markup=False, highlight=False)
+            console.print(
+                f"    ✗ {report.outcome.value}: {report.reason}. Backup: {report.backup_dir}",
+                markup=False,
+                highlight=False,
+            )
             exit_code = 2
     if offered == 0:
         console.print("Nothing to fix.", markup=False)
@@ -385,7 +430,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     registry = discover()
     _registry_warnings(registry.failures)
-    rows = [
+    rows: list[dict[str, str | None]] = [
         {
             "id": c.id,
             "scope": c.scope.value,
@@ -398,10 +443,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         failures = [{"source": f.source, "reason": f.reason} for f in registry.failures]
         print(json.dumps({"checks": rows, "load_failures": failures}, indent=2))
         return 0
-    width = max((len(r["id"]) for r in rows), default=10)
-    for row in rows:
-        fix = row["fix"] or "-"
-        print(f"{row['id']:<{width}}  {row['scope']:<7}  {fix:<6}  {row['title']}")
+    width = max((len(c.id) for c in registry.checks), default=10)
+    for check in registry.checks:
+        fix = check.fix_safety.value if check.fix_safety else "-"
+        print(f"{check.id:<{width}}  {check.scope.value:<7}  {fix:<6}  {check.title}")
     return 0
 
 

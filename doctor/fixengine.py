@@ -152,8 +152,9 @@ def apply_fix(
         journal.record(report)
 
 
-def record_without_applying(state_dir: Path, check_id: str, fix: Fix, outcome: Outcome,
-                            reason: str) -> FixReport:
+def record_without_applying(
+    state_dir: Path, check_id: str, fix: Fix, outcome: Outcome, reason: str
+) -> FixReport:
     """Journal a fix that was shown but not applied (dry run, declined, refused)."""
     report = FixReport(check_id, fix, outcome, reason)
     if outcome is not Outcome.DRY_RUN:

@@ -19,7 +19,7 @@ def test_list_names_every_contract_node_check_with_scope_and_fix_safety() -> Non
     proc = kdoctor("list", "--format", "json")
     assert proc.returncode == 0
     rows = {row["id"]: row for row in json.loads(proc.stdout)["checks"]}
-    assert CONTRACT_NODE_IDS <= set(rows)
+    assert set(rows) >= CONTRACT_NODE_IDS
     assert rows["node.services"]["fix"] == "safe"
     assert rows["node.iptables.reject"]["fix"] == "unsafe"
     assert all(rows[i]["scope"] == "node" for i in CONTRACT_NODE_IDS)
@@ -66,10 +66,10 @@ def test_exit_code_follows_worst_status_fail_over_error() -> None:
 
 def test_cluster_checks_skip_naming_where_the_kubeconfig_was_looked_for(tmp_path: Path) -> None:
     env = {"HOME": str(tmp_path), "KUBECONFIG": ""}
-    code, report = check_json("--scope", "node", env=env)
+    _code, report = check_json("--scope", "node", env=env)
     assert all(c["scope"] == "node" for c in report["checks"])
     # With every scope, the cluster checks (if any are registered) skip with the places tried.
-    code, report = check_json("--root", str(tmp_path), env=env)
+    _code, report = check_json("--root", str(tmp_path), env=env)
     for check in report["checks"]:
         if check["scope"] == "cluster":
             assert check["status"] == "skip"
@@ -80,8 +80,15 @@ def test_cluster_checks_skip_naming_where_the_kubeconfig_was_looked_for(tmp_path
 def test_prometheus_output_parses_and_is_a_state_set(tmp_path: Path) -> None:
     out = tmp_path / "textfile" / "kdoctor.prom"
     proc = kdoctor(
-        "check", "--bundle", str(BUNDLES / "centos7-iptables-services"), "--scope", "node",
-        "--format", "prometheus", "--output", str(out),
+        "check",
+        "--bundle",
+        str(BUNDLES / "centos7-iptables-services"),
+        "--scope",
+        "node",
+        "--format",
+        "prometheus",
+        "--output",
+        str(out),
     )
     assert proc.returncode == 2 and proc.stdout == ""
     families = {f.name: f for f in text_string_to_metric_families(out.read_text())}
@@ -101,16 +108,18 @@ def test_prometheus_output_parses_and_is_a_state_set(tmp_path: Path) -> None:
 
 def test_json_output_file_is_written_atomically_and_validates(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
-    proc = kdoctor("check", "--bundle", str(BUNDLES / "healthy-node"), "--json", "--output",
-                   str(out))
+    proc = kdoctor(
+        "check", "--bundle", str(BUNDLES / "healthy-node"), "--json", "--output", str(out)
+    )
     assert proc.returncode == 0 and proc.stdout == ""
     validate_report(out.read_text())
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
 
 def test_text_output_is_plain_when_not_a_terminal() -> None:
-    proc = kdoctor("check", "--bundle", str(BUNDLES / "centos7-iptables-services"),
-                   "--scope", "node")
+    proc = kdoctor(
+        "check", "--bundle", str(BUNDLES / "centos7-iptables-services"), "--scope", "node"
+    )
     assert "\x1b[" not in proc.stdout
     assert "[✗] node.iptables.reject" in proc.stdout
     assert "kdoctor found issues" in proc.stdout
@@ -126,7 +135,10 @@ def test_node_only_run_does_not_import_kubernetes_or_textual() -> None:
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, str(BUNDLES / "healthy-node")],
-        capture_output=True, text=True, cwd=REPO, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
     )
     assert "HEAVY=\n" in proc.stderr, proc.stderr
     assert json.loads(proc.stdout)["checks"]
@@ -135,16 +147,28 @@ def test_node_only_run_does_not_import_kubernetes_or_textual() -> None:
 def test_example_plugin_is_listed_and_run_and_a_broken_one_is_reported(tmp_path: Path) -> None:
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(FIXTURES / "example_plugin")],
-        check=True, capture_output=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(FIXTURES / "example_plugin"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     env = {"PYTHONPATH": f"{REPO}:{target}"}
     listing = kdoctor("list", "--format", "json", env=env)
     doc = json.loads(listing.stdout)
     ids = {row["id"] for row in doc["checks"]}
     assert {"node.example.hostname", "cluster.example.ping"} <= ids
-    assert CONTRACT_NODE_IDS <= ids
+    assert ids >= CONTRACT_NODE_IDS
     assert any("kdoctor_example_broken" in f["source"] for f in doc["load_failures"])
     assert "failed to load" in listing.stderr
 
@@ -152,7 +176,10 @@ def test_example_plugin_is_listed_and_run_and_a_broken_one_is_reported(tmp_path:
     (root / "etc").mkdir(parents=True)
     (root / "etc" / "hostname").write_text("kubernetes-1\n")
     code, report = check_json(
-        "--root", str(root), "--only", "node.example.hostname,cluster.example.ping",
+        "--root",
+        str(root),
+        "--only",
+        "node.example.hostname,cluster.example.ping",
         env={**env, "HOME": str(tmp_path), "KUBECONFIG": ""},
     )
     assert [c["id"] for c in report["checks"]] == ["node.example.hostname", "cluster.example.ping"]

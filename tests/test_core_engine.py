@@ -114,7 +114,7 @@ def test_crash_timeout_missing_and_garbled_become_statuses_and_others_still_run(
     )
     assert time.monotonic() - started < 3
     by_id = {r.id: r for r in results}
-    assert [r.id for r in results][0] == "node.test.crashes"
+    assert results[0].id == "node.test.crashes"
     assert by_id["node.test.crashes"].status is Status.ERROR
     assert "RuntimeError: boom" in by_id["node.test.crashes"].summary
     assert by_id["node.test.hangs"].status is Status.ERROR
@@ -134,8 +134,9 @@ def test_overall_deadline_marks_unfinished_checks_error(tmp_path: Path) -> None:
 
 
 def _fix_ctx(root: Path) -> FixContext:
-    return FixContext(node=LiveNodeFacts(root), cluster=NoCluster("none"), root=root,
-                      runner=CommandRunner())
+    return FixContext(
+        node=LiveNodeFacts(root), cluster=NoCluster("none"), root=root, runner=CommandRunner()
+    )
 
 
 def test_fix_applies_rechecks_and_journals(tmp_path: Path) -> None:
@@ -146,8 +147,13 @@ def test_fix_applies_rechecks_and_journals(tmp_path: Path) -> None:
     assert result.status is Status.FAIL and result.fix is not None
     assert "-bad" in result.fix.plan() and "+good" in result.fix.plan()
     state = tmp_path / "state"
-    report = apply_fix(MarkerFile.id, result.fix, _fix_ctx(root), state,
-                       lambda: run_one(MarkerFile, make_ctx(root)))
+    report = apply_fix(
+        MarkerFile.id,
+        result.fix,
+        _fix_ctx(root),
+        state,
+        lambda: run_one(MarkerFile, make_ctx(root)),
+    )
     assert report.outcome is Outcome.APPLIED
     assert (root / "etc" / "marker").read_text() == "good\n"
     assert report.backup_dir is not None
@@ -171,8 +177,13 @@ def test_fix_rolls_back_when_the_recheck_still_fails(tmp_path: Path) -> None:
     (root / "etc" / "marker").write_bytes(b"bad\r\n")
     result = run_one(WrongMarker, make_ctx(root))
     assert result.fix is not None
-    report = apply_fix(WrongMarker.id, result.fix, _fix_ctx(root), tmp_path / "state",
-                       lambda: run_one(WrongMarker, make_ctx(root)))
+    report = apply_fix(
+        WrongMarker.id,
+        result.fix,
+        _fix_ctx(root),
+        tmp_path / "state",
+        lambda: run_one(WrongMarker, make_ctx(root)),
+    )
     assert report.outcome is Outcome.ROLLED_BACK
     assert "still reports fail" in report.reason
     assert (root / "etc" / "marker").read_bytes() == b"bad\r\n"
@@ -187,8 +198,13 @@ def test_fix_rolls_back_earlier_steps_when_a_later_step_fails(tmp_path: Path) ->
         FixSafety.SAFE,
         [WriteFile("/etc/new-file", "x\n"), Command(["false"])],
     )
-    report = apply_fix("node.test.marker", fix, _fix_ctx(root), tmp_path / "state",
-                       lambda: run_one(MarkerFile, make_ctx(root)))
+    report = apply_fix(
+        "node.test.marker",
+        fix,
+        _fix_ctx(root),
+        tmp_path / "state",
+        lambda: run_one(MarkerFile, make_ctx(root)),
+    )
     assert report.outcome is Outcome.ROLLED_BACK
     assert "`false` exited 1" in report.reason
     assert not (root / "etc" / "new-file").exists()

@@ -113,8 +113,8 @@ def render_text(report: Report, console: Console, verbose: bool = False) -> None
     if problems:
         console.print(
             Text.assemble(
-                ("! ", "bold yellow"), f"kdoctor found issues in {problems} of "
-                f"{len(report.results)} checks ({tally})."
+                ("! ", "bold yellow"),
+                f"kdoctor found issues in {problems} of {len(report.results)} checks ({tally}).",
             )
         )
         if fixable:
