@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from doctor.context import CheckContext
     from doctor.registry import Check, LoadFailure
     from doctor.report import Report, Target
+    from fixes.kube import KubeWriter
 
 USAGE_ERROR = 3
 
@@ -388,6 +389,7 @@ def cmd_fix(args: argparse.Namespace) -> int:
             options=base_ctx.options,
             runner=runner,
             root=args.root,
+            kube=_kube_writer(base_ctx.cluster),
         )
 
         def recheck(check_cls: type[Check] = check_cls) -> CheckResult:
@@ -412,6 +414,17 @@ def cmd_fix(args: argparse.Namespace) -> int:
     if offered == 0:
         console.print("Nothing to fix.", markup=False)
     return exit_code
+
+
+def _kube_writer(cluster: ClusterFacts) -> KubeWriter | None:
+    """API write access for cluster fixes, only for a live cluster."""
+    if type(cluster).__name__ != "LiveCluster":  # no kubernetes import for node-only fixes
+        return None
+    from doctor.kube import LiveCluster
+    from fixes.kube import KubeWriter
+
+    assert isinstance(cluster, LiveCluster)
+    return KubeWriter(cluster)
 
 
 def _confirm(question: str) -> bool:

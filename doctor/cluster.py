@@ -96,12 +96,16 @@ def open_bundle_cluster(bundle: Path) -> ClusterFacts:
     """The cluster part of a bundle (``cluster/``), or why there is none."""
     if not (bundle / "cluster").is_dir():
         return ClusterFacts(f"the bundle has no cluster/ directory ({bundle / 'cluster'})")
-    return ClusterFacts("reading cluster/ from a bundle is not implemented yet")
+    from doctor.kube import BundleCluster
+
+    return BundleCluster(bundle)
 
 
 def open_live_cluster(config: ClusterConfig, timeout: float) -> ClusterFacts:
-    """Live API access through the kubeconfig or in-cluster config."""
-    return ClusterFacts("live cluster access is not implemented yet")
+    """Live API access through the kubeconfig or in-cluster config (imports kubernetes)."""
+    from doctor.kube import LiveCluster
+
+    return LiveCluster(config, timeout)
 
 
 def collect_cluster(out: Path, args: Any, manifest: dict[str, Any]) -> dict[str, Any]:

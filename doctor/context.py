@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from doctor.cluster import ClusterFacts
 from doctor.facts import NodeFacts
 from doctor.runner_commands import CommandRunner
+
+if TYPE_CHECKING:
+    from fixes.kube import KubeWriter
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,8 @@ class FixContext(CheckContext):
 
     runner: CommandRunner = field(default_factory=lambda: CommandRunner())
     root: Path = Path("/")
+    #: API writes, for cluster fixes; None on a bundle or without a cluster.
+    kube: KubeWriter | None = None
 
     def host_path(self, path: str) -> Path:
         """Where a node path is written (under ``--root``)."""

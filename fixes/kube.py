@@ -1,0 +1,204 @@
+"""Actions that change the cluster through the API, each preconditioned and reversible.
+
+Patches carry the object's ``resourceVersion`` so a concurrent change makes the API server
+answer 409 Conflict and the fix aborts instead of overwriting someone else's edit. The
+previous object is kept in the backup; rollback puts it back with a replace (PUT).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from doctor.context import FixContext
+from doctor.kube import PODS, ApiError, LiveCluster, Resource
+from fixes.base import Action
+
+
+class KubeStepFailed(Exception):
+    """An API write failed; the message says why (conflict, forbidden, …)."""
+
+
+class KubeWriter:
+    """The write side of the API, given only to fixes (through :class:`FixContext`)."""
+
+    def __init__(self, cluster: LiveCluster) -> None:
+        self.cluster = cluster
+
+    def get(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any]:
+        _status, data = self.cluster.request(
+            "GET", resource.path(namespace, name), verb="get", what=f"{resource.plural}/{name}"
+        )
+        doc: dict[str, Any] = json.loads(data)
+        return doc
+
+    def merge_patch(
+        self, resource: Resource, namespace: str | None, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        _status, data = self.cluster.request(
+            "PATCH",
+            resource.path(namespace, name),
+            body=patch,
+            content_type="application/merge-patch+json",
+            verb="patch",
+            what=f"{resource.plural}/{name}",
+        )
+        doc: dict[str, Any] = json.loads(data)
+        return doc
+
+    def replace(
+        self, resource: Resource, namespace: str | None, name: str, obj: dict[str, Any]
+    ) -> dict[str, Any]:
+        _status, data = self.cluster.request(
+            "PUT", resource.path(namespace, name), body=obj, verb="update",
+            what=f"{resource.plural}/{name}",
+        )  # fmt: skip
+        doc: dict[str, Any] = json.loads(data)
+        return doc
+
+    def delete(
+        self, resource: Resource, namespace: str | None, name: str, uid: str | None = None
+    ) -> None:
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        self.cluster.request(
+            "DELETE", resource.path(namespace, name), body=body, verb="delete",
+            what=f"{resource.plural}/{name}",
+        )  # fmt: skip
+
+
+def _writer(ctx: FixContext) -> KubeWriter:
+    if ctx.kube is None:
+        raise KubeStepFailed("no live cluster to change (fixes never run on a bundle)")
+    writer: KubeWriter = ctx.kube
+    return writer
+
+
+def _kubectl_ns(namespace: str | None) -> list[str]:
+    return ["-n", namespace] if namespace else []
+
+
+@dataclass
+class PatchObject(Action):
+    """Change one object from ``previous`` to ``desired`` with a preconditioned merge patch."""
+
+    resource: Resource
+    namespace: str | None
+    name: str
+    previous: dict[str, Any]
+    patch: dict[str, Any]  # merge patch, without metadata.resourceVersion (added on apply)
+    desired: dict[str, Any] = field(default_factory=dict)  # for the plan's diff
+
+    @property
+    def resource_version(self) -> str:
+        return str((self.previous.get("metadata") or {}).get("resourceVersion", ""))
+
+    def describe(self) -> list[str]:
+        kind = self.resource.kind.lower()
+        argv = ["kubectl", *_kubectl_ns(self.namespace), "patch", kind, self.name,
+                "--type=merge", "-p", json.dumps(self._body(), sort_keys=True)]  # fmt: skip
+        lines = [shlex.join(argv)]
+        if self.desired:
+            before = json.dumps(_comparable(self.previous), indent=2, sort_keys=True)
+            after = json.dumps(_comparable(self.desired), indent=2, sort_keys=True)
+            diff = difflib.unified_diff(
+                before.splitlines(), after.splitlines(),
+                fromfile=f"{kind}/{self.name} (resourceVersion {self.resource_version})",
+                tofile=f"{kind}/{self.name} (patched)", lineterm="",
+            )  # fmt: skip
+            lines.extend(diff)
+        return lines
+
+    def _body(self) -> dict[str, Any]:
+        body = json.loads(json.dumps(self.patch))
+        body.setdefault("metadata", {})["resourceVersion"] = self.resource_version
+        return body  # type: ignore[no-any-return]
+
+    def backup(self, ctx: FixContext, into: Path) -> None:
+        (into / f"{self.resource.kind.lower()}-{self.name}.json").write_text(
+            json.dumps(self.previous, indent=2, sort_keys=True)
+        )
+
+    def apply(self, ctx: FixContext) -> None:
+        ctx.runner.on_step(self.describe()[0])
+        try:
+            _writer(ctx).merge_patch(self.resource, self.namespace, self.name, self._body())
+        except ApiError as exc:
+            if exc.status == 409:
+                raise KubeStepFailed(
+                    f"{self.resource.kind} {self.name} changed since the plan was made "
+                    f"(resourceVersion {self.resource_version} is stale); nothing was patched"
+                ) from exc
+            raise KubeStepFailed(str(exc)) from exc
+
+    def undo(self, ctx: FixContext, backup: Path) -> None:
+        writer = _writer(ctx)
+        current = writer.get(self.resource, self.namespace, self.name)
+        restored = json.loads(json.dumps(self.previous))
+        restored["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        ctx.runner.on_step(f"restore {self.resource.kind} {self.name} to its previous spec (PUT)")
+        writer.replace(self.resource, self.namespace, self.name, restored)
+
+
+def _comparable(obj: dict[str, Any]) -> dict[str, Any]:
+    """The parts of an object a human compares: no status, no bookkeeping metadata."""
+    out = {k: v for k, v in obj.items() if k not in ("status",)}
+    meta = dict(out.get("metadata") or {})
+    for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+        meta.pop(key, None)
+    out["metadata"] = meta
+    return out
+
+
+@dataclass
+class DeletePod(Action):
+    """Delete a pod its controller will recreate. Not undoable, and said so in the plan."""
+
+    namespace: str
+    name: str
+    uid: str | None = None
+    owner: str = ""  # "DaemonSet/weave-net", for the plan
+
+    def describe(self) -> list[str]:
+        argv = ["kubectl", "-n", self.namespace, "delete", "pod", self.name]
+        note = f"  # {self.owner} recreates it" if self.owner else ""
+        return [shlex.join(argv) + note]
+
+    def apply(self, ctx: FixContext) -> None:
+        ctx.runner.on_step(self.describe()[0])
+        try:
+            _writer(ctx).delete(PODS, self.namespace, self.name, self.uid)
+        except ApiError as exc:
+            if exc.status == 404:
+                return  # already gone: the controller got there first
+            raise KubeStepFailed(str(exc)) from exc
+
+
+@dataclass
+class RestartPods(Action):
+    """Delete every pod matching a selector so their controller restarts them."""
+
+    namespace: str
+    label_selector: str
+    owner: str = ""
+
+    def describe(self) -> list[str]:
+        argv = ["kubectl", "-n", self.namespace, "delete", "pods", "-l", self.label_selector]
+        return [shlex.join(argv) + (f"  # {self.owner} recreates them" if self.owner else "")]
+
+    def apply(self, ctx: FixContext) -> None:
+        ctx.runner.on_step(self.describe()[0])
+        writer = _writer(ctx)
+        pods = writer.cluster.list_objects(PODS, self.namespace, self.label_selector)
+        for pod in pods:
+            meta = pod.get("metadata") or {}
+            try:
+                writer.delete(PODS, self.namespace, meta["name"], meta.get("uid"))
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise KubeStepFailed(str(exc)) from exc
