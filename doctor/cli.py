@@ -418,13 +418,10 @@ def cmd_fix(args: argparse.Namespace) -> int:
 
 def _kube_writer(cluster: ClusterFacts) -> KubeWriter | None:
     """API write access for cluster fixes, only for a live cluster."""
-    if type(cluster).__name__ != "LiveCluster":  # no kubernetes import for node-only fixes
-        return None
-    from doctor.kube import LiveCluster
+    from doctor.kube import LiveCluster  # stdlib-only module: kubernetes is not imported here
     from fixes.kube import KubeWriter
 
-    assert isinstance(cluster, LiveCluster)
-    return KubeWriter(cluster)
+    return KubeWriter(cluster) if isinstance(cluster, LiveCluster) else None
 
 
 def _confirm(question: str) -> bool:
