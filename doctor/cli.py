@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--dry-run", action="store_true", help="print the plans, change nothing")
     fix.add_argument("--yes", action="store_true", help="do not ask before each fix")
     fix.add_argument("--unsafe", action="store_true", help="allow unsafe fixes")
+    fix.add_argument(
+        "--proxy-mode",
+        choices=["userspace", "iptables", "ipvs", "nftables"],
+        help="mode for the kube-proxy proxy-mode fix (default: userspace where the server "
+        "still has it, else iptables)",
+    )
 
     lst = sub.add_parser("list", help="every registered check")
     lst.add_argument("--format", choices=["text", "json"], default="text")
@@ -168,7 +174,11 @@ def _open_target(args: argparse.Namespace, checks: Sequence[type[Check]]) -> Ses
     from doctor.report import Target, live_node_name
 
     needs_cluster = any(c.scope is Scope.CLUSTER for c in checks)
-    options = Options(verbose=args.verbose, check_timeout=args.timeout)
+    options = Options(
+        verbose=args.verbose,
+        check_timeout=args.timeout,
+        proxy_mode=getattr(args, "proxy_mode", None),
+    )
     if args.bundle is not None:
         bundle = args.bundle
         manifest_path = bundle / "kdoctor-bundle.json"

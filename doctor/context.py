@@ -23,6 +23,8 @@ class Options:
 
     verbose: bool = False
     check_timeout: float = 20.0
+    #: The kube-proxy mode the user picked for the proxy-mode fix (None: the fix's default).
+    proxy_mode: str | None = None
 
 
 @dataclass(frozen=True)
