@@ -1,0 +1,136 @@
+"""Fix primitives for iptables: snapshot + restore, delete or append one exact rule.
+
+Every change goes through ``ctx.runner.run(argv)`` with the binaries of the backend the rules
+were read from (``iptables-nft`` / ``iptables-legacy`` when a node has both), so the fix edits
+the same ruleset the check analysed. Rules are deleted by their full specification
+(``iptables -D CHAIN <spec>``), never by number: a number goes stale the moment kube-proxy or
+the CNI rewrites the chain, a specification cannot delete the wrong rule.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from doctor.context import FixContext
+from fixes.base import Action
+
+
+class RestoreError(Exception):
+    """The snapshot kept for rollback cannot be restored."""
+
+
+@dataclass(frozen=True)
+class IptablesBackend:
+    """The three binaries that read and write one backend's ruleset."""
+
+    name: str  # "iptables" (whatever the node's default is), "legacy" or "nft"
+    iptables: str
+    save: str
+    restore: str
+
+
+DEFAULT_BACKEND = IptablesBackend("iptables", "iptables", "iptables-save", "iptables-restore")
+LEGACY_BACKEND = IptablesBackend(
+    "legacy", "iptables-legacy", "iptables-legacy-save", "iptables-legacy-restore"
+)
+NFT_BACKEND = IptablesBackend("nft", "iptables-nft", "iptables-nft-save", "iptables-nft-restore")
+
+
+@dataclass
+class SnapshotRuleset(Action):
+    """Save the whole ruleset before anything changes; rollback restores its filter table.
+
+    The backup is ``<save> -c`` (rules and counters). Undo feeds it to ``<restore> -c -T
+    filter``: the filter table comes back exactly as it was, and the nat table, which
+    kube-proxy rewrites constantly and this fix never touches, is left alone.
+    """
+
+    backend: IptablesBackend
+    table: str = "filter"
+
+    BACKUP_NAME = "iptables-save.rules"
+
+    def describe(self) -> list[str]:
+        return [
+            f"{self.backend.save} -c > BACKUP/{self.BACKUP_NAME}"
+            f"   # rollback: {self.backend.restore} -c -T {self.table} < that file"
+        ]
+
+    def backup(self, ctx: FixContext, into: Path) -> None:
+        saved = ctx.runner.run([self.backend.save, "-c"])
+        if f"*{self.table}" not in saved.splitlines():
+            raise RestoreError(f"`{self.backend.save} -c` printed no {self.table} table to back up")
+        into.mkdir(parents=True, exist_ok=True)
+        (into / self.BACKUP_NAME).write_text(saved, encoding="utf-8")
+
+    def apply(self, ctx: FixContext) -> None:
+        """Nothing to change: the snapshot was taken by ``backup``."""
+
+    def undo(self, ctx: FixContext, backup: Path) -> None:
+        saved = (backup / self.BACKUP_NAME).read_text(encoding="utf-8")
+        ctx.runner.run([self.backend.restore, "-c", "-T", self.table], stdin=saved)
+
+
+@dataclass
+class DeleteRule(Action):
+    """``iptables -t TABLE -D CHAIN <spec>``: removes the first rule equal to ``spec``.
+
+    Undo is left to :class:`SnapshotRuleset`, which the fix always runs first.
+    """
+
+    backend: IptablesBackend
+    chain: str
+    spec: tuple[str, ...]
+    table: str = "filter"
+
+    def argv(self) -> list[str]:
+        return [self.backend.iptables, "-t", self.table, "-D", self.chain, *self.spec]
+
+    def describe(self) -> list[str]:
+        return [shlex.join(self.argv())]
+
+    def apply(self, ctx: FixContext) -> None:
+        ctx.runner.run(self.argv())
+
+
+@dataclass
+class AppendRule(Action):
+    """``iptables -t TABLE -A CHAIN <spec>``: a rule placed after everything already there.
+
+    Undo is left to :class:`SnapshotRuleset`, which the fix always runs first.
+    """
+
+    backend: IptablesBackend
+    chain: str
+    spec: tuple[str, ...]
+    table: str = "filter"
+
+    def argv(self) -> list[str]:
+        return [self.backend.iptables, "-t", self.table, "-A", self.chain, *self.spec]
+
+    def describe(self) -> list[str]:
+        return [shlex.join(self.argv())]
+
+    def apply(self, ctx: FixContext) -> None:
+        ctx.runner.run(self.argv())
+
+
+@dataclass
+class KeepRule(Action):
+    """A rule the fix deliberately leaves alone; shown in the plan so nobody is surprised.
+
+    Used for rules that single out Kubernetes traffic (a port, an address): someone wrote
+    them on purpose, so only a human should delete them. While one remains the re-check
+    fails and the fix is rolled back.
+    """
+
+    rule_text: str
+    reason: str
+
+    def describe(self) -> list[str]:
+        return [f"# left in place ({self.reason}): {self.rule_text}"]
+
+    def apply(self, ctx: FixContext) -> None:
+        ctx.runner.on_step(f"left in place: {self.rule_text}")
