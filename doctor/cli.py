@@ -20,7 +20,7 @@ from doctor.model import EXIT_CODES, CheckResult, FixSafety, Scope, Status
 
 if TYPE_CHECKING:
     from doctor.cluster import ClusterFacts
-    from doctor.context import CheckContext
+    from doctor.context import CheckContext, FixContext
     from doctor.registry import Check, LoadFailure
     from doctor.report import Report, Target
     from fixes.kube import KubeWriter
@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain = sub.add_parser("explain", help="a check's documentation")
     explain.add_argument("id", metavar="ID")
 
+    tui = sub.add_parser("tui", help="the interactive fixer (same target options as check)")
+    _add_target_options(tui)
+
     collect = sub.add_parser("collect", help="write a bundle of this node (and cluster)")
     collect.add_argument("dir", type=Path, metavar="DIR")
     _add_target_options(collect)
@@ -118,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "list": cmd_list,
         "explain": cmd_explain,
         "collect": cmd_collect,
+        "tui": cmd_tui,
     }
     try:
         return handlers[args.command](args)
@@ -329,7 +333,6 @@ def _render_text_to_string(report: Report, verbose: bool, to_terminal: bool) -> 
 
 
 def cmd_fix(args: argparse.Namespace) -> int:
-    from doctor.context import FixContext
     from doctor.fixengine import (
         DEFAULT_STATE_DIR,
         Outcome,
@@ -338,7 +341,6 @@ def cmd_fix(args: argparse.Namespace) -> int:
     )
     from doctor.render.text import make_console, print_result
     from doctor.runner import run_one
-    from doctor.runner_commands import CommandRunner
 
     if args.bundle is not None:
         raise UsageError("fixes refuse to run on a bundle: a bundle is a copy, not the node")
@@ -389,17 +391,10 @@ def cmd_fix(args: argparse.Namespace) -> int:
             exit_code = max(exit_code, 1)
             continue
         check_cls = by_id[result.id]
-        base_ctx = session.ctx_factory()
-        runner = CommandRunner(
-            on_step=lambda line: console.print(f"    {line}", markup=False, highlight=False)
-        )
-        fix_ctx = FixContext(
-            node=base_ctx.node,
-            cluster=base_ctx.cluster,
-            options=base_ctx.options,
-            runner=runner,
-            root=args.root,
-            kube=_kube_writer(base_ctx.cluster),
+        fix_ctx = make_fix_context(
+            session,
+            args.root,
+            lambda line: console.print(f"    {line}", markup=False, highlight=False),
         )
 
         def recheck(check_cls: type[Check] = check_cls) -> CheckResult:
@@ -426,6 +421,25 @@ def cmd_fix(args: argparse.Namespace) -> int:
     return exit_code
 
 
+def make_fix_context(session: Session, root: Path, on_step: Callable[[str], None]) -> FixContext:
+    """The write-capable context a fix runs with (fresh fact caches, API writes when live).
+
+    Shared by ``fix`` and ``tui``; ``on_step`` receives every step line as it happens.
+    """
+    from doctor.context import FixContext
+    from doctor.runner_commands import CommandRunner
+
+    base_ctx = session.ctx_factory()
+    return FixContext(
+        node=base_ctx.node,
+        cluster=base_ctx.cluster,
+        options=base_ctx.options,
+        runner=CommandRunner(on_step=on_step),
+        root=root,
+        kube=_kube_writer(base_ctx.cluster),
+    )
+
+
 def _kube_writer(cluster: ClusterFacts) -> KubeWriter | None:
     """API write access for cluster fixes, only for a live cluster."""
     from doctor.kube import LiveCluster  # stdlib-only module: kubernetes is not imported here
@@ -440,6 +454,30 @@ def _confirm(question: str) -> bool:
         return False
     answer = input(f"{question} [y/N] ").strip().lower()
     return answer in ("y", "yes")
+
+
+# -- tui --------------------------------------------------------------------------------
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    """The interactive fixer. The only place textual is imported."""
+    import contextlib
+    import io
+
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("kdoctor tui needs a terminal (use `kdoctor check` in scripts)")
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            checks = _select_checks(args)
+    finally:
+        sys.stderr.write(captured.getvalue())  # still on the terminal after the TUI exits
+    from doctor.tui.app import KdoctorApp
+
+    warnings = [line for line in captured.getvalue().splitlines() if line.strip()]
+    app = KdoctorApp(args, checks, warnings=warnings)
+    app.run()
+    return app.return_code or 0
 
 
 # -- list / explain / collect ------------------------------------------------------------

@@ -109,5 +109,7 @@ def open_live_cluster(config: ClusterConfig, timeout: float) -> ClusterFacts:
 
 
 def collect_cluster(out: Path, args: Any, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Write the cluster part of a bundle (nothing yet: the node part stands alone)."""
-    return manifest
+    """Write the cluster part of a bundle (doctor.collect_cluster does the work)."""
+    from doctor.collect_cluster import collect_cluster as collect
+
+    return collect(out, args, manifest)

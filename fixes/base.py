@@ -59,7 +59,7 @@ class WriteFile(Action):
     path: str  # the node's absolute path
     content: str
     old_content: str | None = None  # what the check read, for the diff
-    mode: int = 0o644
+    mode: int | None = None  # None: keep the existing file's mode (0644 for a new file)
 
     def describe(self) -> list[str]:
         old = (self.old_content or "").splitlines(keepends=True)
@@ -83,7 +83,15 @@ class WriteFile(Action):
         target = ctx.host_path(self.path)
         ctx.runner.on_step(f"write {self.path}")
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, self.content, self.mode)
+        owner: tuple[int, int] | None = None
+        mode = 0o644 if self.mode is None else self.mode
+        if target.exists():
+            # A replaced file keeps its owner and (unless told otherwise) its mode.
+            st = target.stat()
+            owner = (st.st_uid, st.st_gid)
+            if self.mode is None:
+                mode = st.st_mode & 0o7777
+        atomic_write(target, self.content, mode, owner)
 
     def undo(self, ctx: FixContext, backup: Path) -> None:
         target = ctx.host_path(self.path)
@@ -94,13 +102,17 @@ class WriteFile(Action):
             shutil.copy2(backup / "original", target)
 
 
-def atomic_write(target: Path, content: str, mode: int = 0o644) -> None:
+def atomic_write(
+    target: Path, content: str, mode: int = 0o644, owner: tuple[int, int] | None = None
+) -> None:
     """Write via a temporary file in the same directory and rename, so readers never see half."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(content)
         os.chmod(tmp, mode)
+        if owner is not None and hasattr(os, "chown"):
+            os.chown(tmp, *owner)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
