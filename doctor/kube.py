@@ -173,6 +173,12 @@ class KubeFacts(ClusterFacts):
             raise value
         return value
 
+    def invalidate(self) -> None:
+        """Forget what was read: after a fix wrote to the cluster, the re-check reads again."""
+        with self._lock:
+            self._cache.clear()
+            self._key_locks.clear()
+
     def list_objects(
         self,
         resource: Resource,

@@ -29,6 +29,26 @@ class KubeWriter:
     def __init__(self, cluster: LiveCluster) -> None:
         self.cluster = cluster
 
+    def _write(
+        self,
+        method: str,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        verb: str,
+        content_type: str = "application/json",
+    ) -> bytes:
+        """Every write goes here, so the run's read cache is dropped after it."""
+        try:
+            _status, data = self.cluster.request(
+                method, resource.path(namespace, name), body=body, content_type=content_type,
+                verb=verb, what=f"{resource.plural}/{name}",
+            )  # fmt: skip
+        finally:
+            self.cluster.invalidate()
+        return data
+
     def get(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any]:
         _status, data = self.cluster.request(
             "GET", resource.path(namespace, name), verb="get", what=f"{resource.plural}/{name}"
@@ -39,13 +59,8 @@ class KubeWriter:
     def merge_patch(
         self, resource: Resource, namespace: str | None, name: str, patch: dict[str, Any]
     ) -> dict[str, Any]:
-        _status, data = self.cluster.request(
-            "PATCH",
-            resource.path(namespace, name),
-            body=patch,
-            content_type="application/merge-patch+json",
-            verb="patch",
-            what=f"{resource.plural}/{name}",
+        data = self._write(
+            "PATCH", resource, namespace, name, patch, "patch", "application/merge-patch+json"
         )
         doc: dict[str, Any] = json.loads(data)
         return doc
@@ -53,10 +68,7 @@ class KubeWriter:
     def replace(
         self, resource: Resource, namespace: str | None, name: str, obj: dict[str, Any]
     ) -> dict[str, Any]:
-        _status, data = self.cluster.request(
-            "PUT", resource.path(namespace, name), body=obj, verb="update",
-            what=f"{resource.plural}/{name}",
-        )  # fmt: skip
+        data = self._write("PUT", resource, namespace, name, obj, "update")
         doc: dict[str, Any] = json.loads(data)
         return doc
 
@@ -66,10 +78,7 @@ class KubeWriter:
         body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
         if uid:
             body["preconditions"] = {"uid": uid}
-        self.cluster.request(
-            "DELETE", resource.path(namespace, name), body=body, verb="delete",
-            what=f"{resource.plural}/{name}",
-        )  # fmt: skip
+        self._write("DELETE", resource, namespace, name, body, "delete")
 
 
 def _writer(ctx: FixContext) -> KubeWriter:
