@@ -44,6 +44,13 @@ HOST_GLOBS = [
     "/usr/lib/systemd/system/containerd.service",
     "/lib/systemd/system/kubelet.service",
     "/lib/systemd/system/containerd.service",
+    "/lib/systemd/system/firewalld.service",
+    "/lib/systemd/system/iptables.service",
+    # Masks (links to /dev/null) and full overrides of the units the service checks read.
+    "/etc/systemd/system/firewalld.service",
+    "/etc/systemd/system/iptables.service",
+    "/etc/systemd/system/kubelet.service",
+    "/etc/systemd/system/containerd.service",
     "/etc/systemd/system/*.wants/*",
 ]
 SYSTEMD_UNITS = ["docker", "kubelet", "firewalld", "iptables", "containerd"]
