@@ -26,6 +26,10 @@ HOST_FILES = [
     "/etc/sysconfig/docker-network",
     "/etc/sysconfig/iptables",
     "/etc/docker/daemon.json",
+    "/etc/default/docker",
+    "/run/containers/registries.conf",
+    "/run/systemd/system/docker.service",
+    "/usr/local/lib/systemd/system/docker.service",
     "/usr/lib/systemd/system/docker.service",
     "/lib/systemd/system/docker.service",
     "/etc/systemd/system/docker.service",
@@ -35,6 +39,7 @@ HOST_FILES = [
 ]
 HOST_GLOBS = [
     "/etc/systemd/system/docker.service.d/*.conf",
+    "/usr/local/lib/systemd/system/docker.service.d/*.conf",
     "/run/systemd/system/docker.service.d/*.conf",
     "/usr/lib/systemd/system/docker.service.d/*.conf",
     "/lib/systemd/system/docker.service.d/*.conf",
