@@ -39,6 +39,21 @@ class Resource:
     def bundle_file(self) -> str:
         return f"{self.plural}.json"
 
+    def candidates(self) -> list[Resource]:
+        """This resource, then the older group/versions a 1.6–1.15 server serves it under."""
+        return [self] + [
+            Resource(group, version, self.plural, self.kind, self.namespaced)
+            for group, version in OLDER_VERSIONS.get(self.plural, ())
+        ]
+
+    def at_version_of(self, obj: dict[str, Any]) -> Resource:
+        """The same resource at the group/version an object was read with (for writes)."""
+        api_version = str(obj.get("apiVersion") or "")
+        if not api_version:
+            return self
+        group, _, version = api_version.rpartition("/")
+        return Resource(group, version, self.plural, self.kind, self.namespaced)
+
     def path(self, namespace: str | None = None, name: str | None = None) -> str:
         base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
         if self.namespaced and namespace:
@@ -48,6 +63,14 @@ class Resource:
             base += f"/{quote(name)}"
         return base
 
+
+#: kubeadm 1.6 serves DaemonSets only in extensions/v1beta1, Deployments in apps/v1beta1.
+OLDER_VERSIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "daemonsets": (("apps", "v1beta2"), ("extensions", "v1beta1")),
+    "deployments": (("apps", "v1beta2"), ("apps", "v1beta1"), ("extensions", "v1beta1")),
+    "replicasets": (("apps", "v1beta2"), ("extensions", "v1beta1")),
+    "endpointslices": (("discovery.k8s.io", "v1beta1"),),
+}
 
 PODS = Resource("", "v1", "pods", "Pod")
 SERVICES = Resource("", "v1", "services", "Service")
@@ -362,6 +385,19 @@ class LiveCluster(KubeFacts):
             self._broken = str(exc)
         self._target_value = ClusterTarget(context_name, server, version)
 
+    def stream_request(
+        self, path: str, query: list[tuple[str, str]]
+    ) -> tuple[Any, str, dict[str, str]]:
+        """(client configuration, URL, headers with the credentials) of a GET that upgrades
+        to a WebSocket, such as pods/exec (:mod:`doctor.podexec`). Nothing is sent here."""
+        if self._broken:
+            raise ApiError(self._broken)
+        _method, url, headers, _body, _post = self._api.param_serialize(
+            method="GET", resource_path=path, query_params=query, header_params={},
+            auth_settings=["BearerToken"],
+        )  # fmt: skip
+        return self._api.configuration, url, dict(headers)
+
     # -- HTTP ---------------------------------------------------------------------------
     def request(
         self,
@@ -440,6 +476,22 @@ class LiveCluster(KubeFacts):
     def _list(
         self, resource: Resource, ns: str | None, labels: str | None, fields: str | None
     ) -> list[dict[str, Any]]:
+        tried: list[str] = []
+        for candidate in resource.candidates():
+            try:
+                return self._list_at(candidate, ns, labels, fields)
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                tried.append(f"{candidate.group or 'core'}/{candidate.version}")
+        raise ApiError(
+            f"{resource.plural} are not served by this API server (404 for {', '.join(tried)})",
+            404,
+        )
+
+    def _list_at(
+        self, resource: Resource, ns: str | None, labels: str | None, fields: str | None
+    ) -> list[dict[str, Any]]:
         where = f" in namespace {ns}" if ns else " in all namespaces"
         what = f"{resource.plural}{where if resource.namespaced else ''}"
         items: list[dict[str, Any]] = []
@@ -461,15 +513,17 @@ class LiveCluster(KubeFacts):
                 return _with_kind(items, resource)
 
     def _get(self, resource: Resource, ns: str | None, name: str) -> dict[str, Any] | None:
-        try:
-            doc = self._request_json(
-                "GET", resource.path(ns, name), verb="get", what=f"{resource.plural}/{name}"
-            )
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return _with_kind([doc], resource)[0] if isinstance(doc, dict) else None
+        for candidate in resource.candidates():
+            try:
+                doc = self._request_json(
+                    "GET", candidate.path(ns, name), verb="get", what=f"{resource.plural}/{name}"
+                )
+            except ApiError as exc:
+                if exc.status == 404:
+                    continue  # not found, or not served at this version: try an older one
+                raise
+            return _with_kind([doc], candidate)[0] if isinstance(doc, dict) else None
+        return None
 
     def _pod_log(self, ns: str, pod: str, container: str, tail: int) -> str:
         _status, data = self.request(

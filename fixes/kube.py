@@ -104,6 +104,11 @@ class PatchObject(Action):
     desired: dict[str, Any] = field(default_factory=dict)  # for the plan's diff
 
     @property
+    def _at_version(self) -> Resource:
+        """Write at the group/version the object was read with (1.6: extensions/v1beta1)."""
+        return self.resource.at_version_of(self.previous)
+
+    @property
     def resource_version(self) -> str:
         return str((self.previous.get("metadata") or {}).get("resourceVersion", ""))
 
@@ -136,7 +141,7 @@ class PatchObject(Action):
     def apply(self, ctx: FixContext) -> None:
         ctx.runner.on_step(self.describe()[0])
         try:
-            _writer(ctx).merge_patch(self.resource, self.namespace, self.name, self._body())
+            _writer(ctx).merge_patch(self._at_version, self.namespace, self.name, self._body())
         except ApiError as exc:
             if exc.status == 409:
                 raise KubeStepFailed(
@@ -147,11 +152,11 @@ class PatchObject(Action):
 
     def undo(self, ctx: FixContext, backup: Path) -> None:
         writer = _writer(ctx)
-        current = writer.get(self.resource, self.namespace, self.name)
+        current = writer.get(self._at_version, self.namespace, self.name)
         restored = json.loads(json.dumps(self.previous))
         restored["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         ctx.runner.on_step(f"restore {self.resource.kind} {self.name} to its previous spec (PUT)")
-        writer.replace(self.resource, self.namespace, self.name, restored)
+        writer.replace(self._at_version, self.namespace, self.name, restored)
 
 
 def _comparable(obj: dict[str, Any]) -> dict[str, Any]:
