@@ -221,9 +221,20 @@ class KubeFacts(ClusterFacts):
         obj: dict[str, Any] | None = self._cached(key, lambda: self._get(resource, namespace, name))
         return obj
 
-    def pod_log(self, namespace: str, pod: str, container: str, tail_lines: int = 100) -> str:
-        key = ("log", namespace, pod, container, tail_lines)
-        text: str = self._cached(key, lambda: self._pod_log(namespace, pod, container, tail_lines))
+    def pod_log(
+        self,
+        namespace: str,
+        pod: str,
+        container: str,
+        tail_lines: int = 100,
+        timestamps: bool = False,
+    ) -> str:
+        """The container's last lines; with ``timestamps`` each starts with an RFC 3339 time
+        (live only: a bundle keeps logs as collected)."""
+        key = ("log", namespace, pod, container, tail_lines, timestamps)
+        text: str = self._cached(
+            key, lambda: self._pod_log(namespace, pod, container, tail_lines, timestamps)
+        )
         return text
 
     def server_version(self) -> tuple[int, int] | None:
@@ -240,7 +251,7 @@ class KubeFacts(ClusterFacts):
     def _get(self, resource: Resource, ns: str | None, name: str) -> dict[str, Any] | None:
         raise NotImplementedError
 
-    def _pod_log(self, ns: str, pod: str, container: str, tail: int) -> str:
+    def _pod_log(self, ns: str, pod: str, container: str, tail: int, stamps: bool) -> str:
         raise NotImplementedError
 
 
@@ -323,7 +334,7 @@ class BundleCluster(KubeFacts):
                 return item
         return None
 
-    def _pod_log(self, ns: str, pod: str, container: str, tail: int) -> str:
+    def _pod_log(self, ns: str, pod: str, container: str, tail: int, stamps: bool) -> str:
         path = self.root / "logs" / ns / pod / f"{container}.log"
         try:
             lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -525,11 +536,14 @@ class LiveCluster(KubeFacts):
             return _with_kind([doc], candidate)[0] if isinstance(doc, dict) else None
         return None
 
-    def _pod_log(self, ns: str, pod: str, container: str, tail: int) -> str:
+    def _pod_log(self, ns: str, pod: str, container: str, tail: int, stamps: bool) -> str:
+        query = [("container", container), ("tailLines", str(tail))]
+        if stamps:
+            query.append(("timestamps", "true"))
         _status, data = self.request(
             "GET",
             PODS.path(ns, pod) + "/log",
-            query=[("container", container), ("tailLines", str(tail))],
+            query=query,
             verb="get",
             what=f"pods/log of {ns}/{pod}",
         )

@@ -94,7 +94,15 @@ def _kubectl_ns(namespace: str | None) -> list[str]:
 
 @dataclass
 class PatchObject(Action):
-    """Change one object from ``previous`` to ``desired`` with a preconditioned merge patch."""
+    """Change one object from ``previous`` to ``desired`` with a preconditioned merge patch.
+
+    Rollback only undoes what this patch did: nothing unless its PATCH succeeded, and the
+    restore (PUT of ``previous``) carries the resourceVersion the PATCH produced, so neither a
+    writer who changed the object before the fix (409: the fix aborts) nor one who changed it
+    after is overwritten (the rollback then fails loudly and names the backup). On a 409 the
+    object is read once: when it already holds exactly what the patch sets (the same fix
+    offered by two checks and applied by the first) there is nothing to write.
+    """
 
     resource: Resource
     namespace: str | None
@@ -102,6 +110,8 @@ class PatchObject(Action):
     previous: dict[str, Any]
     patch: dict[str, Any]  # merge patch, without metadata.resourceVersion (added on apply)
     desired: dict[str, Any] = field(default_factory=dict)  # for the plan's diff
+    applied: bool = field(default=False, init=False, repr=False)
+    applied_version: str = field(default="", init=False, repr=False)
 
     @property
     def _at_version(self) -> Resource:
@@ -117,7 +127,22 @@ class PatchObject(Action):
         argv = ["kubectl", *_kubectl_ns(self.namespace), "patch", kind, self.name,
                 "--type=merge", "-p", json.dumps(self._body(), sort_keys=True)]  # fmt: skip
         lines = [shlex.join(argv)]
-        if self.desired:
+        if self.resource.kind == "ConfigMap":
+            # A JSON diff of a multi-line string is one unreadable line: diff the keys as text.
+            old = self.previous.get("data") or {}
+            data = self.patch.get("data")
+            new: dict[str, Any] = data if isinstance(data, dict) else {}
+            for key in sorted(new):
+                title = f"configmap/{self.name} {key}"
+                diff = difflib.unified_diff(
+                    str(old.get(key, "")).splitlines(),
+                    str(new[key]).splitlines(),
+                    fromfile=f"{title} (resourceVersion {self.resource_version})",
+                    tofile=f"{title} (patched)",
+                    lineterm="",
+                )
+                lines.extend(diff)
+        elif self.desired:
             before = json.dumps(_comparable(self.previous), indent=2, sort_keys=True)
             after = json.dumps(_comparable(self.desired), indent=2, sort_keys=True)
             diff = difflib.unified_diff(
@@ -140,23 +165,62 @@ class PatchObject(Action):
 
     def apply(self, ctx: FixContext) -> None:
         ctx.runner.on_step(self.describe()[0])
+        writer = _writer(ctx)
         try:
-            _writer(ctx).merge_patch(self._at_version, self.namespace, self.name, self._body())
+            result = writer.merge_patch(self._at_version, self.namespace, self.name, self._body())
+        except ApiError as exc:
+            if exc.status != 409:
+                raise KubeStepFailed(str(exc)) from exc
+            try:
+                current: dict[str, Any] | None = writer.get(
+                    self._at_version, self.namespace, self.name
+                )
+            except ApiError:
+                current = None
+            if current is not None and patch_is_noop(current, self.patch):
+                ctx.runner.on_step(
+                    f"{self.resource.kind} {self.name} changed since the plan was made but "
+                    "already holds this change: nothing to patch"
+                )
+                return
+            raise KubeStepFailed(
+                f"{self.resource.kind} {self.name} changed since the plan was made "
+                f"(resourceVersion {self.resource_version} is stale); nothing was patched"
+            ) from exc
+        self.applied = True
+        self.applied_version = str((result.get("metadata") or {}).get("resourceVersion", ""))
+
+    def undo(self, ctx: FixContext, backup: Path) -> None:
+        if not self.applied:
+            return
+        writer = _writer(ctx)
+        restored = json.loads(json.dumps(self.previous))
+        restored["metadata"]["resourceVersion"] = self.applied_version
+        ctx.runner.on_step(f"restore {self.resource.kind} {self.name} to its previous spec (PUT)")
+        try:
+            writer.replace(self._at_version, self.namespace, self.name, restored)
         except ApiError as exc:
             if exc.status == 409:
                 raise KubeStepFailed(
-                    f"{self.resource.kind} {self.name} changed since the plan was made "
-                    f"(resourceVersion {self.resource_version} is stale); nothing was patched"
+                    f"{self.resource.kind} {self.name} was changed again after the fix; not "
+                    "overwriting that change"
                 ) from exc
             raise KubeStepFailed(str(exc)) from exc
 
-    def undo(self, ctx: FixContext, backup: Path) -> None:
-        writer = _writer(ctx)
-        current = writer.get(self._at_version, self.namespace, self.name)
-        restored = json.loads(json.dumps(self.previous))
-        restored["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        ctx.runner.on_step(f"restore {self.resource.kind} {self.name} to its previous spec (PUT)")
-        writer.replace(self._at_version, self.namespace, self.name, restored)
+
+def patch_is_noop(obj: Any, patch: Any) -> bool:
+    """Whether the JSON merge patch PATCH would leave OBJ as it is (lists compare whole)."""
+    if not isinstance(patch, dict):
+        return bool(obj == patch)
+    if not isinstance(obj, dict):
+        return False
+    for key, value in patch.items():
+        if value is None:
+            if key in obj:
+                return False
+        elif not patch_is_noop(obj.get(key), value):
+            return False
+    return True
 
 
 def _comparable(obj: dict[str, Any]) -> dict[str, Any]:
