@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -146,6 +147,8 @@ def test_node_only_run_does_not_import_kubernetes_or_textual() -> None:
 
 def test_example_plugin_is_listed_and_run_and_a_broken_one_is_reported(tmp_path: Path) -> None:
     target = tmp_path / "site"
+    source = tmp_path / "example_plugin"  # build in a copy: setuptools writes build/ in-tree
+    shutil.copytree(FIXTURES / "example_plugin", source)
     subprocess.run(
         [
             sys.executable,
@@ -157,7 +160,7 @@ def test_example_plugin_is_listed_and_run_and_a_broken_one_is_reported(tmp_path:
             "--no-build-isolation",
             "--target",
             str(target),
-            str(FIXTURES / "example_plugin"),
+            str(source),
         ],
         check=True,
         capture_output=True,
