@@ -669,6 +669,10 @@ class Registry:
             meta(out)["deletionTimestamp"] = now_rfc3339()
             out["status"] = {"phase": "Terminating"}
             return out
+        if rt.plural == "services" and not rt.group:
+            # The service registry returns the deleted object (ReturnDeletedObject), and the
+            # generated clients decode a V1Service.
+            return copy.deepcopy(current)
         details: dict[str, Any] = {"name": meta(current).get("name")}
         if rt.group:
             details["group"] = rt.group

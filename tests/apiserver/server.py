@@ -10,6 +10,7 @@ test can assert how a client used the API.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import secrets
 import shutil
@@ -29,8 +30,9 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import certs, errors, protobuf, resources, tables
+from . import certs, errors, execws, protobuf, resources, tables
 from .errors import ApiError
+from .execws import Executor
 from .faults import Fault, FaultSet, RequestInfo, fault_from_mapping
 from .registry import Registry, decode_continue, load_bundle, new_namespace, server_version
 from .resources import ResourceType
@@ -86,6 +88,8 @@ class Response:
     content_type: str = _JSON
     headers: dict[str, str] = field(default_factory=dict)
     stream: Callable[[Callable[[bytes], None]], None] | None = None
+    # A 101 answer: the handler sends the headers, then hands the socket to this callable.
+    upgrade: Callable[[Any], None] | None = None
 
 
 @dataclass
@@ -313,7 +317,9 @@ class _Handler(BaseHTTPRequestHandler):
             status_fault = next((f for f in faults if f.status), None)
             if status_fault is not None:
                 raise api._fault_error(status_fault, info, route)
-            response = api._dispatch(self.command, route, info, query, self.headers, body)
+            response = api._dispatch(
+                self.command, route, info, query, self.headers, body, raw_query=split.query
+            )
         except ApiError as exc:
             response = Response(exc.code, encode(exc.status()), headers=dict(exc.headers))
         except Exception as exc:  # a bug in the fake server must still answer like a server
@@ -323,7 +329,23 @@ class _Handler(BaseHTTPRequestHandler):
         if response.stream is None and any(f.truncate for f in faults):
             response.body = response.body[: len(response.body) // 2]
         record.status = response.status
+        if response.upgrade is not None:
+            self._upgrade(response)
+            return
         self._send(response, self.command == "HEAD")
+
+    def _upgrade(self, response: Response) -> None:
+        """Send the 101 head and let the upgraded protocol own the connection."""
+        assert response.upgrade is not None
+        head = f"HTTP/1.1 {response.status} Switching Protocols\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in response.headers.items()) + "\r\n"
+        self.close_connection = True
+        try:
+            self.wfile.write(head.encode("latin-1"))
+            self.wfile.flush()
+            response.upgrade(self.connection)
+        except OSError:
+            pass
 
     def _info(self, route: Route, path: str, query: dict[str, str]) -> RequestInfo:
         if route.kind != "resource" or route.rt is None:
@@ -398,8 +420,11 @@ class ApiServer:
         strict: bool = True,
         pod_start_delay: float = 0.0,
         fresh_certs: bool = False,
+        executor: Executor | None = None,
     ) -> None:
         self.tls = tls
+        # What pods/exec runs (see execws.py); a DataPlane swaps in one that runs busybox.
+        self.executor: Executor = executor or execws.no_data_plane
         self.fresh_certs = fresh_certs
         self.token = token
         self.port = port
@@ -431,6 +456,8 @@ class ApiServer:
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # Extra listeners on the same 127.0.0.1:PORT inside network namespaces.
+        self._netns_listeners: dict[str, tuple[_HTTPServer, threading.Thread]] = {}
         self._tmp: Path | None = None
         self._ca_file: Path | None = None
         self._flowschema_uid = str(uuid.uuid4())
@@ -471,6 +498,8 @@ class ApiServer:
         with self.store.changed:
             self.store.changed.notify_all()
         httpd.shutdown()
+        for netns in list(self._netns_listeners):
+            self.stop_listening_in_netns(netns)
         with self._sockets_lock:
             open_sockets = list(self._sockets)
             threads, self._threads = self._threads, []
@@ -491,6 +520,36 @@ class ApiServer:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+
+    def listen_in_netns(self, netns: str) -> None:
+        """Serve the same 127.0.0.1:PORT inside network namespace NETNS too (root only), so
+        one kubeconfig works from the host and from `ip netns exec NETNS ...`."""
+        from .netns import call_in_netns
+
+        if self._httpd is None:
+            raise RuntimeError("start the server before listening in a namespace")
+        if netns in self._netns_listeners:
+            return
+        httpd = call_in_netns(netns, _HTTPServer, ("127.0.0.1", self.port), self)
+        thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"apiserver-{self.port}-{netns}",
+            daemon=True,
+        )
+        thread.start()
+        self._netns_listeners[netns] = (httpd, thread)
+
+    def stop_listening_in_netns(self, netns: str) -> None:
+        """Close the listener made by listen_in_netns (connections it accepted stay up
+        until stop())."""
+        entry = self._netns_listeners.pop(netns, None)
+        if entry is None:
+            return
+        httpd, thread = entry
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
 
     def __enter__(self) -> ApiServer:
         return self.start()
@@ -706,10 +765,14 @@ class ApiServer:
         query: dict[str, str],
         headers: Any,
         body: bytes,
+        *,
+        raw_query: str = "",
     ) -> Response:
         accept = headers.get("Accept") or ""
         if route.kind == "resource":
             self._check_accept(accept)
+            if route.subresource == "exec" and route.rt is not None and route.rt.plural == "pods":
+                return self._exec(method, route, raw_query, headers)
             return self._resource(method, route, info, query, headers, body)
         if method not in ("GET", "HEAD"):
             raise (
@@ -846,9 +909,6 @@ class ApiServer:
             if method != "GET":
                 raise errors.method_not_allowed()
             return Response(200, reg.logs(ns, name, query), "text/plain")
-        if sub == "exec":
-            reg.get(rt, ns, name)
-            raise errors.bad_request("Upgrade request required")
         if sub == "eviction":
             if method != "POST":
                 raise errors.method_not_allowed()
@@ -911,6 +971,90 @@ class ApiServer:
             options = self._delete_options(query, body)
             return Response(200, encode(reg.delete(rt, ns, name, options, dry_run=dry_run)))
         raise errors.method_not_allowed()
+
+    def _exec(self, method: str, route: Route, raw_query: str, headers: Any) -> Response:
+        """pods/exec: validate like kube-apiserver, then upgrade to a WebSocket session."""
+        assert route.rt is not None
+        if method not in ("GET", "POST"):
+            raise errors.method_not_allowed()
+        pod = copy.deepcopy(self.registry.get(route.rt, route.namespace, route.name))
+        multi = parse_qs(raw_query, keep_blank_values=True)
+        command = multi.get("command", [])
+        want = {k: _truthy((multi.get(k) or [""])[0]) for k in ("stdin", "stdout", "stderr")}
+        tty = _truthy((multi.get("tty") or [""])[0])
+        spec = pod.get("spec") or {}
+        names = [str(c.get("name")) for c in spec.get("containers") or [] if isinstance(c, dict)]
+        others = [
+            str(c.get("name"))
+            for key in ("initContainers", "ephemeralContainers")
+            for c in spec.get(key) or []
+            if isinstance(c, dict)
+        ]
+        container = (multi.get("container") or [""])[0]
+        if not container:
+            if len(names) != 1:
+                raise errors.bad_request(
+                    f"a container name must be specified for pod {route.name}, "
+                    f"choose one of: [{' '.join(names)}]"
+                )
+            container = names[0]
+        elif container not in names + others:
+            raise errors.bad_request(f"container {container} is not valid for pod {route.name}")
+        if not command:
+            raise errors.bad_request("you must specify at least 1 command")
+        if not any(want.values()):
+            raise errors.bad_request("you must specify at least one of stdin, stdout, stderr")
+        phase = (pod.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            raise errors.bad_request(
+                f"cannot exec into a container in a completed pod; current phase is {phase}"
+            )
+        if not spec.get("nodeName"):
+            raise errors.bad_request(f"pod {route.name} does not have a host assigned")
+        if phase != "Running":
+            raise errors.bad_request(
+                f'unable to upgrade connection: container not found ("{container}")'
+            )
+        upgrade = (headers.get("Upgrade") or "").lower()
+        key = headers.get("Sec-WebSocket-Key")
+        if upgrade != "websocket" or not key:
+            raise errors.bad_request("Upgrade request required")
+        protocol = execws.choose_protocol(headers.get("Sec-WebSocket-Protocol"))
+        if protocol is None:
+            raise errors.bad_request(
+                "unable to upgrade: no supported WebSocket subprotocol among "
+                f"{headers.get('Sec-WebSocket-Protocol')!r}"
+            )
+        reply = {
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Accept": execws.accept_key(key),
+        }
+        if protocol:
+            reply["Sec-WebSocket-Protocol"] = protocol
+        request = execws.ExecRequest(
+            pod=pod,
+            namespace=route.namespace,
+            name=route.name,
+            container=container,
+            command=list(command),
+            tty=tty,
+        )
+        executor = self.executor
+
+        def session(sock: Any) -> None:
+            execws.run_session(
+                sock,
+                protocol or execws.V1,
+                executor,
+                request,
+                want_stdin=want["stdin"],
+                want_stdout=want["stdout"],
+                want_stderr=want["stderr"],
+                stopping=self._stopping,
+            )
+
+        return Response(101, headers=reply, upgrade=session)
 
     def _scale(
         self,
