@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from doctor import podcause
+from doctor import dnsprobe, podcause
 from doctor.context import CheckContext
 from doctor.facts import FactError, FactMissing
 from doctor.kube import (
@@ -309,9 +309,27 @@ class KubeDns(Check):
     (the seed's kube-dns stuck in ContainerCreating), `cluster.nodes` when it cannot be
     scheduled. A DNS pod that runs but times out on a Service ClusterIP (the `kubernetes`
     Service it reaches the API through, `dial tcp 10.96.0.1:443: i/o timeout`) means the pods
-    are fine and the Service path is not: `caused_by: cluster.kube-proxy`. Live DNS queries
-    (at the Service IP and at each pod IP) are not run yet: the summary says so. Logs a
-    bundle does not hold are noted in the evidence, not counted as a failure.
+    are fine and the Service path is not: `caused_by: cluster.kube-proxy`. Logs a bundle does
+    not hold are noted in the evidence, not counted as a failure.
+
+    Live DNS queries (on a node, not on a bundle, not with `--no-live`; `doctor.dnsprobe`): the
+    query `kubernetes.default.svc.<cluster domain>` A is sent to the Service ClusterIP and to
+    every DNS pod IP, over UDP and TCP, all at once (1 s per query, 5 s for the whole
+    probe); the evidence is a matrix (target × UDP/TCP: the addresses answered and the
+    milliseconds, or timeout / refused / NXDOMAIN). Pods answer and the Service does → ok;
+    pods answer and the Service does not → Service routing (kube-proxy) is broken
+    (`caused_by: cluster.kube-proxy`, the proxy-mode fix is offered); no pod answers → the
+    DNS pods are broken (`caused_by` their root cause when the API side knows it);
+    NXDOMAIN → the DNS server runs but does not serve the cluster zone. The cluster domain is
+    the kubelet's (`clusterDomain` in /var/lib/kubelet/config.yaml, or `--cluster-domain` in
+    its unit drop-ins and flag files), else `cluster.local`; `--cluster-domain` overrides.
+    The kubelet's clusterDNS must be the Service IP; the node's resolv.conf (the upstream of
+    the DNS pods) must not point at a local stub or at the cluster DNS itself; a probe pod's
+    resolv.conf (read with `cat /etc/resolv.conf` through pods/exec in the probe of
+    `cluster.dns.pod-to-pod`, unless `--no-probes`) must name the cluster DNS, search
+    `<ns>.svc.<domain> svc.<domain> <domain>` and set `ndots:5`. When kdoctor does not run on
+    a cluster node (no kubelet configuration, no Node with its hostname or address) the
+    queries are not run: Service and pod IPs are reachable only from nodes and pods.
 
     ## Why it matters
     Every pod resolves Service names through this Service; when it is down, nothing that
@@ -337,7 +355,8 @@ class KubeDns(Check):
     ## Fix safety
     unsafe, offered only when the DNS pods run and the Service path is what fails (a DNS pod
     timing out on a Service ClusterIP, with the kube-proxy pod on that node started before
-    the error): the kube-proxy proxy-mode patch (see `cluster.kube-proxy`): set the mode
+    the error; or, live, the DNS pods answering at their own IPs while the Service IP does
+    not): the kube-proxy proxy-mode patch (see `cluster.kube-proxy`): set the mode
     chosen with `kdoctor fix --proxy-mode MODE` (default: the seed's `userspace` where the
     server still has it, below v1.26, else `iptables`) where kube-proxy really reads it —
     the `--proxy-mode` flag or ConfigMap `kube-proxy` `config.conf` — with a
@@ -381,8 +400,18 @@ class KubeDns(Check):
                 for h in stale
             ]
 
+        live = dnsprobe.live_dns(
+            ctx,
+            cluster,
+            service,
+            pods or [],
+            pods_root=self._common_cause(state),
+            pods_not_ready=sorted(state.pod_causes),
+        )
+        state.findings.extend(live.findings)
+
         fix = None
-        if current:
+        if current or live.service_routing_broken:
             fix = self._proxy_fix(ctx, cluster, state, current)
 
         if state.notes or state.missing:
@@ -405,14 +434,16 @@ class KubeDns(Check):
             logs += f" ({len(scan.unread)} log(s) not available: {scan.unread[0]})"
         ok = (
             f"{len(pods or [])} DNS pod(s) ready, {where} 53/UDP+TCP, {ready_endpoints} ready "
-            f"endpoint(s), {logs}; live DNS queries not run"
+            f"endpoint(s), {logs}; {live.note}"
         )
         worst = [f for f in state.findings if f.severity is Severity.FAIL] or state.findings
         summary = worst[0].message if worst else ""
         if len(state.findings) > 1:
             summary += f" (+{len(state.findings) - 1} more)"
-        summary += "; live DNS queries not run"
-        return Verdict.from_findings(state.findings, summary=summary, ok_summary=ok, fix=fix)
+        summary += f"; {live.note}"
+        return Verdict.from_findings(
+            state.findings, summary=summary, ok_summary=ok, fix=fix, evidence=live.evidence
+        )
 
     # -- pods and deployments ---------------------------------------------------------
 

@@ -20,7 +20,8 @@ from doctor.model import EXIT_CODES, CheckResult, FixSafety, Scope, Status
 
 if TYPE_CHECKING:
     from doctor.cluster import ClusterFacts
-    from doctor.context import CheckContext, FixContext
+    from doctor.context import CheckContext, FixContext, Options
+    from doctor.probes import ProbeCluster
     from doctor.registry import Check, LoadFailure
     from doctor.report import Report, Target
     from fixes.kube import KubeWriter
@@ -72,6 +73,50 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
         help="where fixes keep backups and the journal (default /var/lib/kdoctor)",
     )
     group.add_argument("-v", "--verbose", action="store_true")
+    live = parser.add_argument_group("live probes")
+    live.add_argument(
+        "--cluster-domain",
+        metavar="DOMAIN",
+        help="the cluster DNS domain (default: the kubelet's clusterDomain, else cluster.local)",
+    )
+    live.add_argument(
+        "--no-live",
+        action="store_true",
+        help="no live network probes: no DNS queries from this host, no probe pods",
+    )
+    live.add_argument(
+        "--no-probes",
+        action="store_true",
+        help="create no probe pods and exec into none (cluster.dns.pod-to-pod is skipped)",
+    )
+    live.add_argument(
+        "--probe-nodes",
+        type=_positive_int,
+        metavar="N",
+        help="probe pods on at most N nodes (default: every schedulable node)",
+    )
+    live.add_argument(
+        "--probe-image",
+        default="busybox",
+        metavar="IMAGE",
+        help="image of the probe pods: it needs sleep, cat, nslookup and ping (default busybox)",
+    )
+    live.add_argument(
+        "--probe-pull-secret",
+        metavar="[NS/]NAME",
+        help="docker-registry secret for the probe image (copied into the probe namespace "
+        "for the run; NS defaults to default)",
+    )
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,6 +188,8 @@ class Session:
     checks: list[type[Check]]
     ctx_factory: Callable[[], CheckContext]  # fresh fact caches on each call
     target: Target
+    #: Removes what the run's live probes created (doctor.probes); call when the run ends.
+    cleanup: Callable[[], list[str]] = lambda: []
 
 
 def _registry_warnings(failures: Sequence[LoadFailure]) -> None:
@@ -171,7 +218,10 @@ def _select_checks(args: argparse.Namespace, explicit: Sequence[str] = ()) -> li
     return [c for c in checks if c.id not in args.skip]
 
 
-def _open_target(args: argparse.Namespace, checks: Sequence[type[Check]]) -> Session:
+def _open_target(
+    args: argparse.Namespace, checks: Sequence[type[Check]], with_probes: bool = True
+) -> Session:
+    """The session for ARGS. WITH_PROBES False: no probe pods (``fix`` runs create none)."""
     from doctor.cluster import NoCluster, find_cluster_config
     from doctor.context import CheckContext, Options
     from doctor.facts import BundleNodeFacts, LiveNodeFacts, NodeFacts
@@ -182,6 +232,12 @@ def _open_target(args: argparse.Namespace, checks: Sequence[type[Check]]) -> Ses
         verbose=args.verbose,
         check_timeout=args.timeout,
         proxy_mode=getattr(args, "proxy_mode", None),
+        cluster_domain=args.cluster_domain,
+        live=not args.no_live,
+        probes=not (args.no_live or args.no_probes),
+        probe_nodes=args.probe_nodes,
+        probe_image=args.probe_image,
+        probe_pull_secret=args.probe_pull_secret,
     )
     if args.bundle is not None:
         bundle = args.bundle
@@ -229,15 +285,36 @@ def _open_target(args: argparse.Namespace, checks: Sequence[type[Check]]) -> Ses
         cluster = NoCluster("cluster checks not selected")
 
     root = args.root
+    probes = _probes(cluster, options) if with_probes else None
 
     def live_ctx() -> CheckContext:
         node: NodeFacts = LiveNodeFacts(root)
-        return CheckContext(node=node, cluster=cluster, options=options)
+        return CheckContext(node=node, cluster=cluster, options=options, probes=probes)
 
     node_name = live_node_name() if root == Path("/") else f"{live_node_name()} (root {root})"
     return Session(
-        list(checks), live_ctx, Target(node=node_name, bundle=None, cluster=cluster.target)
+        list(checks),
+        live_ctx,
+        Target(node=node_name, bundle=None, cluster=cluster.target),
+        cleanup=probes.cleanup if probes is not None else lambda: [],
     )
+
+
+def _probes(cluster: ClusterFacts, options: Options) -> ProbeCluster | None:
+    """The probe capability (doctor.probes) for a live cluster, unless --no-probes."""
+    from doctor.kube import LiveCluster  # stdlib-only module: kubernetes is not imported here
+
+    if not options.probes or not isinstance(cluster, LiveCluster):
+        return None
+    from doctor.probes import ProbeCluster, ProbeSettings
+
+    settings = ProbeSettings(
+        image=options.probe_image,
+        pull_secret=options.probe_pull_secret,
+        nodes=options.probe_nodes,
+        wait=max(5.0, min(25.0, options.check_timeout * 0.4)),
+    )
+    return ProbeCluster(cluster, settings)
 
 
 def _run(session: Session, args: argparse.Namespace, progress: bool) -> list[CheckResult]:
@@ -247,6 +324,7 @@ def _run(session: Session, args: argparse.Namespace, progress: bool) -> list[Che
     stop_progress: Callable[[], None] = lambda: None  # noqa: E731
     if progress and sys.stderr.isatty() and session.checks:
         on_result, stop_progress = _progress(len(session.checks))
+    restore = _sigterm_interrupts()
     try:
         return run_checks(
             session.checks,
@@ -257,6 +335,28 @@ def _run(session: Session, args: argparse.Namespace, progress: bool) -> list[Che
         )
     finally:
         stop_progress()
+        # Probe pods go away however the run ends (done, timed out, Ctrl-C, SIGTERM).
+        for problem in session.cleanup():
+            print(f"kdoctor: warning: probe not removed: {problem}", file=sys.stderr)
+        restore()
+
+
+def _sigterm_interrupts() -> Callable[[], None]:
+    """SIGTERM raises KeyboardInterrupt like Ctrl-C, so ``finally`` blocks clean up."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 def _progress(total: int) -> tuple[Callable[[CheckResult], None], Callable[[], None]]:
@@ -347,14 +447,24 @@ def cmd_fix(args: argparse.Namespace) -> int:
     checks = _select_checks(args, explicit=args.ids)
     if not args.ids and not args.only:
         checks = [c for c in checks if c.fix_safety is not None]
-    session = _open_target(args, checks)
+    # A fix run (a dry run above all) creates nothing but what its plan says: no probe pods.
+    session = _open_target(args, checks, with_probes=False)
     state_dir = args.state_dir or DEFAULT_STATE_DIR
     console = make_console()
     results = _run(session, args, progress=True)
     by_id = {c.id: c for c in checks}
     exit_code = 0
     offered = 0
-    for result in results:
+    handled: dict[str, str] = {}  # fix id -> the check whose offer was taken up
+    for result in _root_causes_first(results):
+        if result.fix is not None and result.fix.id in handled:
+            console.print(
+                f"[{result.status.glyph}] {result.id}: its fix {result.fix.id} was already "
+                f"offered for {handled[result.fix.id]} in this run",
+                highlight=False,
+                markup=False,
+            )
+            continue
         if result.status in (Status.OK, Status.SKIP) or result.fix is None:
             if args.ids and result.id in args.ids:
                 why = result.summary if result.fix is None else "nothing to fix"
@@ -365,6 +475,7 @@ def cmd_fix(args: argparse.Namespace) -> int:
                 )
             continue
         fix = result.fix
+        handled[fix.id] = result.id
         offered += 1
         print_result(console, result)
         console.print(
@@ -438,6 +549,13 @@ def make_fix_context(session: Session, root: Path, on_step: Callable[[str], None
         root=root,
         kube=_kube_writer(base_ctx.cluster),
     )
+
+
+def _root_causes_first(results: list[CheckResult]) -> list[CheckResult]:
+    """Checks other findings name as their root cause come first: fixing the overlay may
+    make the pods it kept stuck recover by themselves."""
+    roots = {f.caused_by for r in results for f in r.findings if f.caused_by}
+    return sorted(results, key=lambda r: r.id not in roots)
 
 
 def _kube_writer(cluster: ClusterFacts) -> KubeWriter | None:

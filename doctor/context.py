@@ -14,6 +14,7 @@ from doctor.facts import NodeFacts
 from doctor.runner_commands import CommandRunner
 
 if TYPE_CHECKING:
+    from doctor.probes import ProbeCluster
     from fixes.kube import KubeWriter
 
 
@@ -25,6 +26,17 @@ class Options:
     check_timeout: float = 20.0
     #: The kube-proxy mode the user picked for the proxy-mode fix (None: the fix's default).
     proxy_mode: str | None = None
+    #: The cluster domain (``--cluster-domain``); None: read it from the kubelet.
+    cluster_domain: str | None = None
+    #: Live network probes (DNS queries from this host); False with ``--no-live``.
+    live: bool = True
+    #: Probe pods and exec into them; False with ``--no-probes`` (and ``--no-live``).
+    probes: bool = True
+    #: How many nodes get a probe pod (None: every schedulable node).
+    probe_nodes: int | None = None
+    probe_image: str = "busybox"
+    #: imagePullSecret for the probe image (a secret in namespace kdoctor-probe).
+    probe_pull_secret: str | None = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,9 @@ class CheckContext:
     node: NodeFacts
     cluster: ClusterFacts
     options: Options = field(default_factory=Options)
+    #: Probe pods (doctor.probes): the only objects a check may create, always removed.
+    #: Set by the CLI for a live cluster unless --no-probes; None on a bundle.
+    probes: ProbeCluster | None = None
 
 
 @dataclass(frozen=True)

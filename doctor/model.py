@@ -86,6 +86,9 @@ class Verdict:
     summary: str
     findings: tuple[Finding, ...] = ()
     fix: Fix | None = None
+    #: What the check measured, whatever the status (e.g. a probe matrix): shown under the
+    #: summary and carried in the report's check object even when there is no finding.
+    evidence: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def ok(cls, summary: str) -> Verdict:
@@ -101,13 +104,18 @@ class Verdict:
 
     @classmethod
     def from_findings(
-        cls, findings: list[Finding], summary: str, ok_summary: str, fix: Fix | None = None
+        cls,
+        findings: list[Finding],
+        summary: str,
+        ok_summary: str,
+        fix: Fix | None = None,
+        evidence: dict[str, Any] | None = None,
     ) -> Verdict:
         """Status is the worst finding's severity; ok when there are none."""
         if not findings:
-            return cls(Status.OK, ok_summary)
+            return cls(Status.OK, ok_summary, evidence=evidence or {})
         worst = Status.FAIL if any(f.severity is Severity.FAIL for f in findings) else Status.WARN
-        return cls(worst, summary, tuple(findings), fix)
+        return cls(worst, summary, tuple(findings), fix, evidence or {})
 
 
 @dataclass(frozen=True)
@@ -120,9 +128,11 @@ class CheckResult:
     findings: tuple[Finding, ...] = ()
     fix: Fix | None = None
     duration_ms: int = 0
+    #: The verdict's check-level evidence (see Verdict.evidence); omitted from JSON if empty.
+    evidence: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "id": self.id,
             "title": self.title,
             "scope": self.scope.value,
@@ -132,6 +142,9 @@ class CheckResult:
             "fix": self.fix.to_json() if self.fix else None,
             "duration_ms": self.duration_ms,
         }
+        if self.evidence:
+            data["evidence"] = self.evidence
+        return data
 
 
 def worst_status(statuses: list[Status]) -> Status:

@@ -53,6 +53,7 @@ def _result(check_cls: type[Check], verdict: Verdict, started: float) -> CheckRe
         findings=verdict.findings,
         fix=verdict.fix,
         duration_ms=int((time.monotonic() - started) * 1000),
+        evidence=verdict.evidence,
     )
 
 

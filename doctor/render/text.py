@@ -58,9 +58,10 @@ def is_matrix(value: Any) -> bool:
 def matrix_table(value: dict[str, Any]) -> Table:
     """A matrix evidence value as a rich Table (its title is printed above it, wrapped)."""
     table = Table()
-    table.add_column(str(value.get("corner") or ""), style="bold", no_wrap=True)
+    # Cells stay on one line; the row names fold when the terminal is narrow.
+    table.add_column(str(value.get("corner") or ""), style="bold", overflow="fold")
     for column in value["columns"]:
-        table.add_column(str(column))
+        table.add_column(str(column), no_wrap=True)
     for row in value["rows"]:
         cells = list(row.get("cells") or [])
         statuses = list(row.get("status") or [])
@@ -185,9 +186,7 @@ def render_text(report: Report, console: Console, verbose: bool = False) -> None
         )
         roots = sorted({f.caused_by for r in report.results for f in r.findings if f.caused_by})
         for root in roots:
-            consequences = sum(
-                1 for r in report.results for f in r.findings if f.caused_by == root
-            )
+            consequences = sum(1 for r in report.results for f in r.findings if f.caused_by == root)
             console.print(
                 Text.assemble(
                     ("  root cause: ", "bold"),
