@@ -340,7 +340,13 @@ class RegistryPullSecret(Check):
         cluster = ctx.cluster
         if not isinstance(cluster, KubeFacts):
             raise FactMissing(cluster.unavailable or "no cluster facts")
-        pods = [_parse_pod(p) for p in cluster.list_objects(PODS, field_selector=NOT_DONE)]
+        # kdoctor's own probe pods (cluster.dns.pod-to-pod) report their pulls themselves.
+        pods = [
+            _parse_pod(p)
+            for p in cluster.list_objects(PODS, field_selector=NOT_DONE)
+            if ((p.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/managed-by")
+            != "kdoctor"
+        ]
         failing = [p for p in pods if p.failing]
         wanted = [p for p in pods if p.secret_refs and (p.failing or not p.terminal)]
 
