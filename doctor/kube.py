@@ -452,10 +452,11 @@ class LiveCluster(KubeFacts):
         text = str(exc)
         if isinstance(exc, urllib3.exceptions.SSLError) or "SSL" in text or "certificate" in text:
             return f"TLS failure talking to the API server {host}: {text}"
-        if isinstance(exc, urllib3.exceptions.TimeoutError) or "timed out" in text.lower():
-            return f"the API server {host} did not answer within {self.timeout:g}s"
+        # NewConnectionError subclasses ConnectTimeoutError in urllib3: test it first.
         if "refused" in text.lower() or isinstance(exc, urllib3.exceptions.NewConnectionError):
             return f"the API server {host} is unreachable: {text}"
+        if isinstance(exc, urllib3.exceptions.TimeoutError) or "timed out" in text.lower():
+            return f"the API server {host} did not answer within {self.timeout:g}s"
         return f"the API server {host} failed: {text}"
 
     def _status_reason(self, status: int, data: bytes, verb: str, what: str) -> str:
