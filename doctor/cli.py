@@ -200,7 +200,7 @@ def _registry_warnings(failures: Sequence[LoadFailure]) -> None:
         )
 
 
-def _select_checks(args: argparse.Namespace, explicit: Sequence[str] = ()) -> list[type[Check]]:
+def select_checks(args: argparse.Namespace, explicit: Sequence[str] = ()) -> list[type[Check]]:
     from doctor.registry import discover
 
     registry = discover()
@@ -218,7 +218,7 @@ def _select_checks(args: argparse.Namespace, explicit: Sequence[str] = ()) -> li
     return [c for c in checks if c.id not in args.skip]
 
 
-def _open_target(
+def open_target(
     args: argparse.Namespace, checks: Sequence[type[Check]], with_probes: bool = True
 ) -> Session:
     """The session for ARGS. WITH_PROBES False: no probe pods (``fix`` runs create none)."""
@@ -394,8 +394,8 @@ def _progress(total: int) -> tuple[Callable[[CheckResult], None], Callable[[], N
 def cmd_check(args: argparse.Namespace) -> int:
     from doctor.report import Report, now, render_json, render_prometheus
 
-    checks = _select_checks(args)
-    session = _open_target(args, checks)
+    checks = select_checks(args)
+    session = open_target(args, checks)
     results = _run(session, args, progress=args.format == "text" or args.output is not None)
     report = Report(target=session.target, results=results, generated_at=now())
     if args.format == "json":
@@ -444,11 +444,11 @@ def cmd_fix(args: argparse.Namespace) -> int:
 
     if args.bundle is not None:
         raise UsageError("fixes refuse to run on a bundle: a bundle is a copy, not the node")
-    checks = _select_checks(args, explicit=args.ids)
+    checks = select_checks(args, explicit=args.ids)
     if not args.ids and not args.only:
         checks = [c for c in checks if c.fix_safety is not None]
     # A fix run (a dry run above all) creates nothing but what its plan says: no probe pods.
-    session = _open_target(args, checks, with_probes=False)
+    session = open_target(args, checks, with_probes=False)
     state_dir = args.state_dir or DEFAULT_STATE_DIR
     console = make_console()
     results = _run(session, args, progress=True)
@@ -587,7 +587,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
-            checks = _select_checks(args)
+            checks = select_checks(args)
     finally:
         sys.stderr.write(captured.getvalue())  # still on the terminal after the TUI exits
     from doctor.tui.app import KdoctorApp

@@ -34,7 +34,7 @@ from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import Button, Input, Markdown, RichLog
 
-from doctor.cli import _select_checks, build_parser
+from doctor.cli import build_parser, select_checks
 from doctor.context import CheckContext
 from doctor.model import Finding, FixSafety, Scope, Severity, Status, Verdict
 from doctor.registry import Check
@@ -94,7 +94,7 @@ def pilot_test(test: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None
 def tui_app(*argv: str, show_durations: bool = False) -> KdoctorApp:
     """The app exactly as ``kdoctor tui ARGV`` builds it (same parser, same check selection)."""
     args = build_parser().parse_args(["tui", *argv])
-    return KdoctorApp(args, _select_checks(args), show_durations=show_durations)
+    return KdoctorApp(args, select_checks(args), show_durations=show_durations)
 
 
 def on_top(app: KdoctorApp) -> object:

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from doctor.cli import Session, _open_target, make_fix_context
+from doctor.cli import Session, make_fix_context, open_target
 from doctor.fixengine import (
     DEFAULT_STATE_DIR,
     FixReport,
@@ -82,7 +82,7 @@ class Backend:
 
     def open(self, scope: Scope) -> Session:
         """Open one part (blocks: reads the bundle manifest, connects to the API server)."""
-        session = _open_target(self.args, self.checks_of(scope))
+        session = open_target(self.args, self.checks_of(scope))
         if scope is Scope.CLUSTER:
             self.cluster_unavailable = session.ctx_factory().cluster.unavailable
         with self._lock:
