@@ -8,12 +8,19 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+
+from doctor.context import CheckContext, Options
+from doctor.facts import BundleNodeFacts
+from doctor.kube import BundleCluster
+from doctor.model import CheckResult
+from doctor.registry import Check
+from doctor.runner import run_one
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
@@ -71,6 +78,33 @@ def result_of(report: dict[str, Any], check_id: str) -> dict[str, Any]:
         if check["id"] == check_id:
             return check  # type: ignore[no-any-return]
     raise AssertionError(f"{check_id} not in report: {[c['id'] for c in report['checks']]}")
+
+
+def run_on_bundle(
+    check_cls: type[Check], bundle: Path, options: Options | None = None
+) -> CheckResult:
+    """Run one check in-process on a bundle (node and cluster parts), as the CLI would."""
+    ctx = CheckContext(
+        node=BundleNodeFacts(bundle), cluster=BundleCluster(bundle), options=options or Options()
+    )
+    return run_one(check_cls, ctx)
+
+
+def copy_bundle(src: Path, tmp_path: Path, name: str = "b") -> Path:
+    """A private copy of a fixture bundle that a test may edit."""
+    dst = tmp_path / name
+    shutil.copytree(src, dst)
+    return dst
+
+
+def edit_bundle(
+    bundle: Path, resource: str, change: Callable[[list[dict[str, Any]]], None]
+) -> None:
+    """Change the items of ``cluster/<resource>.json`` in place."""
+    path = bundle / "cluster" / f"{resource}.json"
+    doc = json.loads(path.read_text())
+    change(doc["items"])
+    path.write_text(json.dumps(doc))
 
 
 def is_root() -> bool:

@@ -7,9 +7,7 @@ log classification and dating; end-to-end runs against the test API server.
 
 from __future__ import annotations
 
-import json
 import shutil
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,12 +16,11 @@ import pytest
 
 from checks import cluster_dns_kube_dns as dns
 from checks.cluster_dns_kube_dns import KubeDns
-from doctor.context import CheckContext, Options
-from doctor.facts import BundleNodeFacts
-from doctor.kube import BundleCluster
+from doctor.context import Options
 from doctor.model import CheckResult, Severity, Status
-from doctor.runner import run_one
-from tests.conftest import BUNDLES, check_json, kdoctor, result_of
+from tests.conftest import BUNDLES, check_json, kdoctor, result_of, run_on_bundle
+from tests.conftest import copy_bundle as variant
+from tests.conftest import edit_bundle as edit
 
 ID = "cluster.dns.kube-dns"
 HEALTHY = BUNDLES / "seed-lab-healthy"
@@ -36,25 +33,7 @@ TIMEOUT = BUNDLES / "dns-coredns-timeout"
 
 
 def run_check(bundle: Path, proxy_mode: str | None = None) -> CheckResult:
-    ctx = CheckContext(
-        node=BundleNodeFacts(bundle),
-        cluster=BundleCluster(bundle),
-        options=Options(proxy_mode=proxy_mode),
-    )
-    return run_one(KubeDns, ctx)
-
-
-def variant(src: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "b"
-    shutil.copytree(src, dst)
-    return dst
-
-
-def edit(bundle: Path, resource: str, change: Callable[[list[dict[str, Any]]], None]) -> None:
-    path = bundle / "cluster" / f"{resource}.json"
-    doc = json.loads(path.read_text())
-    change(doc["items"])
-    path.write_text(json.dumps(doc))
+    return run_on_bundle(KubeDns, bundle, Options(proxy_mode=proxy_mode))
 
 
 def kube_dns_service(items: list[dict[str, Any]]) -> dict[str, Any]:

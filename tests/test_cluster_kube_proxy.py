@@ -22,14 +22,13 @@ from typing import Any
 import pytest
 
 from checks.cluster_kube_proxy import KubeProxy
-from doctor.context import CheckContext, Options
-from doctor.facts import BundleNodeFacts
-from doctor.kube import BundleCluster
+from doctor.context import Options
 from doctor.model import CheckResult, Status
-from doctor.runner import run_one
 from fixes import kube_proxy as kp
 from fixes.kube import patch_is_noop
-from tests.conftest import BUNDLES, check_json, kdoctor, result_of
+from tests.conftest import BUNDLES, check_json, kdoctor, result_of, run_on_bundle
+from tests.conftest import copy_bundle as variant
+from tests.conftest import edit_bundle as edit
 
 ID = "cluster.kube-proxy"
 HEALTHY = BUNDLES / "seed-lab-healthy"
@@ -45,25 +44,7 @@ FLAG_IGNORED = BUNDLES / "kube-proxy-flag-ignored"
 
 
 def run_check(bundle: Path, proxy_mode: str | None = None) -> CheckResult:
-    ctx = CheckContext(
-        node=BundleNodeFacts(bundle),
-        cluster=BundleCluster(bundle),
-        options=Options(proxy_mode=proxy_mode),
-    )
-    return run_one(KubeProxy, ctx)
-
-
-def variant(src: Path, tmp_path: Path, name: str = "b") -> Path:
-    dst = tmp_path / name
-    shutil.copytree(src, dst)
-    return dst
-
-
-def edit(bundle: Path, resource: str, change: Callable[[list[dict[str, Any]]], None]) -> None:
-    path = bundle / "cluster" / f"{resource}.json"
-    doc = json.loads(path.read_text())
-    change(doc["items"])
-    path.write_text(json.dumps(doc))
+    return run_on_bundle(KubeProxy, bundle, Options(proxy_mode=proxy_mode))
 
 
 def proxy_ds(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -548,9 +529,7 @@ def test_live_seed_lab_flag_appended_pods_restarted(tmp_path: Path, state: Path)
         assert [w[0] for w in writes(server)] == ["PATCH", "DELETE", "DELETE", "DELETE"]
         journal = [json.loads(line) for line in (state / "journal.jsonl").read_text().splitlines()]
         assert journal[-1]["outcome"] == "applied" and journal[-1]["recheck_status"] == "warn"
-        backups = list(
-            (state / "backups").glob("*/01-PatchObject/daemonset-kube-proxy.json")
-        )
+        backups = list((state / "backups").glob("*/01-PatchObject/daemonset-kube-proxy.json"))
         assert command_of(json.loads(backups[0].read_text())) == [
             "/usr/local/bin/kube-proxy", "--kubeconfig=/run/kubeconfig"]  # fmt: skip
         # A second run: nothing to fix any more (the DNS pod's timeouts predate the restart).
