@@ -12,6 +12,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from doctor.context import FixContext
 from fixes.base import Action
@@ -74,10 +75,13 @@ class SnapshotRuleset(Action):
 
 
 @dataclass
-class DeleteRule(Action):
-    """``iptables -t TABLE -D CHAIN <spec>``: removes the first rule equal to ``spec``.
+class RuleEdit(Action):
+    """``iptables -t TABLE <OPERATION> CHAIN <spec>``: one exact rule added or removed.
 
-    Undo is left to :class:`SnapshotRuleset`, which the fix always runs first.
+    The shared part of :class:`DeleteRule` and :class:`AppendRule`, which differ only in
+    the operation flag. Undo is left to :class:`SnapshotRuleset`, which the fix always runs
+    first: restoring the saved table is exact, whereas an inverse command is not (a rule
+    deleted by specification goes back at the end of the chain, not where it was).
     """
 
     backend: IptablesBackend
@@ -85,8 +89,11 @@ class DeleteRule(Action):
     spec: tuple[str, ...]
     table: str = "filter"
 
+    #: The iptables command flag, ``-D`` or ``-A``; set by each subclass.
+    OPERATION: ClassVar[str]
+
     def argv(self) -> list[str]:
-        return [self.backend.iptables, "-t", self.table, "-D", self.chain, *self.spec]
+        return [self.backend.iptables, "-t", self.table, self.OPERATION, self.chain, *self.spec]
 
     def describe(self) -> list[str]:
         return [shlex.join(self.argv())]
@@ -96,25 +103,17 @@ class DeleteRule(Action):
 
 
 @dataclass
-class AppendRule(Action):
-    """``iptables -t TABLE -A CHAIN <spec>``: a rule placed after everything already there.
+class DeleteRule(RuleEdit):
+    """``iptables -t TABLE -D CHAIN <spec>``: removes the first rule equal to ``spec``."""
 
-    Undo is left to :class:`SnapshotRuleset`, which the fix always runs first.
-    """
+    OPERATION = "-D"
 
-    backend: IptablesBackend
-    chain: str
-    spec: tuple[str, ...]
-    table: str = "filter"
 
-    def argv(self) -> list[str]:
-        return [self.backend.iptables, "-t", self.table, "-A", self.chain, *self.spec]
+@dataclass
+class AppendRule(RuleEdit):
+    """``iptables -t TABLE -A CHAIN <spec>``: a rule placed after everything already there."""
 
-    def describe(self) -> list[str]:
-        return [shlex.join(self.argv())]
-
-    def apply(self, ctx: FixContext) -> None:
-        ctx.runner.run(self.argv())
+    OPERATION = "-A"
 
 
 @dataclass

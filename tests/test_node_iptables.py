@@ -19,30 +19,28 @@ import pytest
 
 from checks.node_iptables_reject import (
     Blocker,
-    Fate,
     IptablesReject,
-    ParseError,
     PodNetwork,
-    Probe,
-    Ruleset,
-    Tri,
-    address_matches,
     build_probes,
     detect_pod_network,
     find_blockers,
-    interface_matches,
     is_targeted,
     managed_owner,
-    parse_rule,
-    parse_ruleset,
-    rule_matches,
-    split_arguments,
-    view_of,
     walk,
 )
 from doctor.cluster import NoCluster
 from doctor.context import CheckContext, FixContext
 from doctor.facts import BundleNodeFacts, FactError
+from doctor.iptables import ParseError, Ruleset, parse_rule, parse_ruleset, split_arguments
+from doctor.iptables_eval import (
+    Fate,
+    Probe,
+    Tri,
+    address_matches,
+    interface_matches,
+    rule_matches,
+    view_of,
+)
 from doctor.model import CheckResult, Status
 from doctor.runner import run_one
 from doctor.runner_commands import CommandRunner
