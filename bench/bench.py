@@ -57,11 +57,11 @@ def bench_startup(runs: int) -> None:
     print("== node-only run (bundle centos7-iptables-services, --scope node) ==")
     bundle = str(BUNDLE / "centos7-iptables-services")
     run_cli("check", "--scope", "node", "--bundle", bundle, "--json")  # writes the bytecode
-    med, best = timed(lambda: run_cli("check", "--scope", "node", "--bundle", bundle, "--json"), runs)
-    print(f"kdoctor check --scope node: median {med * 1000:.0f} ms, best {best * 1000:.0f} ms")
-    bare, _ = timed(
-        lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), runs
+    med, best = timed(
+        lambda: run_cli("check", "--scope", "node", "--bundle", bundle, "--json"), runs
     )
+    print(f"kdoctor check --scope node: median {med * 1000:.0f} ms, best {best * 1000:.0f} ms")
+    bare, _ = timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), runs)
     print(f"python -c pass:            median {bare * 1000:.0f} ms (interpreter floor)")
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "doctor", "check", "--scope", "node",
@@ -78,7 +78,9 @@ def bench_startup(runs: int) -> None:
     print("largest top-level imports (cumulative µs):")
     for micros, name in top:
         print(f"  {micros:>8}  {name.strip()}")
-    heavy = [name.strip() for _, name in rows if name.strip().split(".")[0] in ("kubernetes", "textual")]
+    heavy = [
+        name.strip() for _, name in rows if name.strip().split(".")[0] in ("kubernetes", "textual")
+    ]
     print(f"kubernetes/textual imported: {'YES ' + str(heavy[:3]) if heavy else 'no'}")
 
 
@@ -116,7 +118,8 @@ def bench_cluster(pods: int, runs: int) -> None:
                 return len(cluster.list_objects(PODS, "kube-system"))
 
             def typed() -> int:
-                from kubernetes import client, config as kconfig
+                from kubernetes import client
+                from kubernetes import config as kconfig
 
                 api = kconfig.new_client_from_config(config_file=str(kcfg))
                 return len(client.CoreV1Api(api).list_namespaced_pod("kube-system").items)
@@ -132,24 +135,40 @@ def bench_cluster(pods: int, runs: int) -> None:
             raw_t, _ = timed(raw, runs)
             print(f"kdoctor raw + json.loads, paginated (limit 500): {raw_t:.2f} s")
             typed_t, _ = timed(typed, max(1, runs // 2))
-            print(f"kubernetes client typed models (one page):       {typed_t:.2f} s "
-                  f"({typed_t / raw_t:.1f}x kdoctor)")
+            print(
+                f"kubernetes client typed models (one page):       {typed_t:.2f} s "
+                f"({typed_t / raw_t:.1f}x kdoctor)"
+            )
             if shutil.which("kubectl"):
                 kubectl_t, _ = timed(kubectl, runs)
-                print(f"kubectl get pods -n kube-system -o json:        {kubectl_t:.2f} s "
-                      f"({kubectl_t / raw_t:.1f}x kdoctor)")
-            print(f"\n== whole run: kdoctor check --scope cluster vs kubectl get pods -A -o json ==")
+                print(
+                    f"kubectl get pods -n kube-system -o json:        {kubectl_t:.2f} s "
+                    f"({kubectl_t / raw_t:.1f}x kdoctor)"
+                )
+            print("\n== whole run: kdoctor check --scope cluster vs kubectl get pods -A -o json ==")
             # --no-probes: the test server has no kubelet, so probe pods would never start and
             # the pod-to-pod check would wait for them; what is compared here is API reading.
-            whole, _ = timed(lambda: run_cli("check", "--scope", "cluster", "--kubeconfig",
-                                             str(kcfg), "--json", "--no-probes"), runs)
+            whole, _ = timed(
+                lambda: run_cli(
+                    "check",
+                    "--scope",
+                    "cluster",
+                    "--kubeconfig",
+                    str(kcfg),
+                    "--json",
+                    "--no-probes",
+                ),
+                runs,
+            )
             print(f"kdoctor check --scope cluster --no-probes:      {whole:.2f} s")
             if shutil.which("kubectl"):
                 everything, _ = timed(lambda: subprocess.run(
                     ["kubectl", "--kubeconfig", str(kcfg), "get", "pods", "-A", "-o", "json"],
                     capture_output=True, check=True), runs)  # fmt: skip
-                print(f"kubectl get pods -A -o json (one list only):       {everything:.2f} s "
-                      f"(ratio kdoctor/kubectl {whole / everything:.2f})")
+                print(
+                    f"kubectl get pods -A -o json (one list only):       {everything:.2f} s "
+                    f"(ratio kdoctor/kubectl {whole / everything:.2f})"
+                )
             lists = server.requests_matching(method="GET")
             print(f"requests made by the last kdoctor run + kubectl runs: {len(lists)}")
     finally:
