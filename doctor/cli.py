@@ -322,13 +322,16 @@ def _run(session: Session, args: argparse.Namespace, progress: bool) -> list[Che
 
     on_result = None
     stop_progress: Callable[[], None] = lambda: None  # noqa: E731
+    ctx = session.ctx_factory()
     if progress and sys.stderr.isatty() and session.checks:
-        on_result, stop_progress = _progress(len(session.checks))
+        on_result, note, stop_progress = _progress(len(session.checks))
+        if ctx.probes is not None:
+            ctx.probes.on_progress = note
     restore = _sigterm_interrupts()
     try:
         return run_checks(
             session.checks,
-            session.ctx_factory(),
+            ctx,
             deadline=args.timeout,
             per_check_timeout=args.timeout,
             on_result=on_result,
@@ -359,8 +362,11 @@ def _sigterm_interrupts() -> Callable[[], None]:
     return restore
 
 
-def _progress(total: int) -> tuple[Callable[[CheckResult], None], Callable[[], None]]:
-    """A spinner on stderr, shown only when the run lasts longer than a moment."""
+def _progress(
+    total: int,
+) -> tuple[Callable[[CheckResult], None], Callable[[str], None], Callable[[], None]]:
+    """A spinner on stderr, shown only when the run lasts longer than a moment; returns
+    (on_result, note for a sub-step such as the probe wait, stop)."""
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -380,12 +386,15 @@ def _progress(total: int) -> tuple[Callable[[CheckResult], None], Callable[[], N
         done[0] += 1
         status.update(f"running {total} checks… {done[0]} done (last: {result.id})")
 
+    def note(text: str) -> None:
+        status.update(f"running {total} checks… {done[0]} done; {text}")
+
     def stop() -> None:
         timer.cancel()
         if shown.is_set():
             status.stop()
 
-    return on_result, stop
+    return on_result, note, stop
 
 
 # -- check ------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,6 +183,8 @@ class ProbeCluster:
         self._run_id = secrets.token_hex(3)
         self._secret_name: str | None = None
         self._resolv: tuple[ProbePod, ExecResult] | None = None
+        #: Told how the wait for probe pods goes (the CLI shows it on a terminal).
+        self.on_progress: Callable[[str], None] = lambda _text: None
 
     @property
     def closed(self) -> bool:
@@ -441,12 +444,15 @@ class ProbeCluster:
             current = {
                 str(i["metadata"]["name"]): i for i in items if i["metadata"]["name"] in names
             }
-            if all(
-                n in current
+            up = [
+                n
+                for n in names
+                if n in current
                 and podcause.pod_is_ready(current[n])
                 and (current[n].get("status") or {}).get("podIP")
-                for n in names
-            ):
+            ]
+            self.on_progress(f"waiting for probe pods: {len(up)}/{len(names)} running")
+            if len(up) == len(names):
                 break
             if (
                 any(
