@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -118,6 +119,60 @@ def require_root_tools(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         pytest.skip(f"needs {', '.join(missing)} (not installed)")
+
+
+def ns_run(ns: str, argv: list[str], stdin: str | None = None) -> str:
+    """Run a command inside a network namespace; its stdout (a failure fails the test)."""
+    proc = subprocess.run(
+        ["ip", "netns", "exec", ns, *argv], input=stdin, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, f"{argv}: {proc.stderr}"
+    return proc.stdout
+
+
+def load_rules(ns: str, name: str, restore: str = "iptables-restore") -> None:
+    """Load ``fixtures/iptables/NAME`` into the namespace; rules needing an ipset are left
+    out (no ipset tool, and the sets would not exist in the namespace)."""
+    text = "".join(
+        line
+        for line in (FIXTURES / "iptables" / name).read_text().splitlines(keepends=True)
+        if "-m set " not in line
+    )
+    ns_run(ns, [restore], stdin=text)
+
+
+def saved_ruleset(ns: str, save: str = "iptables-save") -> dict[str, list[str]]:
+    """The namespace's ruleset per table, comments dropped and counters zeroed."""
+    tables: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in ns_run(ns, [save]).splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            current = tables.setdefault(line[1:], [])
+            continue
+        current.append(re.sub(r"\[\d+:\d+\]", "[0:0]", line))
+    return tables
+
+
+def without_rules(tables: dict[str, list[str]], *rules: str) -> dict[str, list[str]]:
+    return {name: [line for line in lines if line not in rules] for name, lines in tables.items()}
+
+
+def read_journal(state: Path) -> list[dict[str, Any]]:
+    """The fix journal under a --state-dir, one entry per line."""
+    return [json.loads(line) for line in (state / "journal.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def iptables_root(tmp_path: Path) -> Path:
+    """A --root holding the CentOS default /etc/sysconfig/iptables (mode 0600 as on CentOS)."""
+    root = tmp_path / "root"
+    (root / "etc/sysconfig").mkdir(parents=True)
+    target = root / "etc/sysconfig/iptables"
+    shutil.copy(FIXTURES / "iptables" / "centos7-default.rules", target)
+    target.chmod(0o600)
+    return root
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -46,7 +45,18 @@ from doctor.runner import run_one
 from doctor.runner_commands import CommandRunner
 from fixes.base import WriteFile
 from fixes.iptables import NFT_BACKEND, DeleteRule, KeepRule, SnapshotRuleset
-from tests.conftest import BAD_INPUT, BUNDLES, FIXTURES, check_json, kdoctor, result_of
+from tests.conftest import (
+    BAD_INPUT,
+    BUNDLES,
+    FIXTURES,
+    check_json,
+    kdoctor,
+    load_rules,
+    read_journal,
+    result_of,
+    saved_ruleset,
+    without_rules,
+)
 
 CHECK = "node.iptables.reject"
 RULES = FIXTURES / "iptables"
@@ -753,58 +763,6 @@ def test_empty_iptables_save_is_ok() -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def ns_run(ns: str, argv: list[str], stdin: str | None = None) -> str:
-    proc = subprocess.run(
-        ["ip", "netns", "exec", ns, *argv], input=stdin, capture_output=True, text=True
-    )
-    assert proc.returncode == 0, f"{argv}: {proc.stderr}"
-    return proc.stdout
-
-
-def load(ns: str, name: str, restore: str = "iptables-restore") -> None:
-    """Load a fixture; rules needing an ipset are left out (no ipset tool, and the sets
-    would not exist in the namespace)."""
-    text = "".join(
-        line
-        for line in (RULES / name).read_text().splitlines(keepends=True)
-        if "-m set " not in line
-    )
-    ns_run(ns, [restore], stdin=text)
-
-
-def saved(ns: str, save: str = "iptables-save") -> dict[str, list[str]]:
-    """The namespace's ruleset per table, comments dropped and counters zeroed."""
-    tables: dict[str, list[str]] = {}
-    current: list[str] = []
-    for line in ns_run(ns, [save]).splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        if line.startswith("*"):
-            current = tables.setdefault(line[1:], [])
-            continue
-        current.append(re.sub(r"\[\d+:\d+\]", "[0:0]", line))
-    return tables
-
-
-def without(tables: dict[str, list[str]], *rules: str) -> dict[str, list[str]]:
-    return {name: [line for line in lines if line not in rules] for name, lines in tables.items()}
-
-
-def journal(state: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (state / "journal.jsonl").read_text().splitlines()]
-
-
-@pytest.fixture
-def node_root(tmp_path: Path) -> Path:
-    """A --root holding the CentOS default /etc/sysconfig/iptables (mode 0600 as on CentOS)."""
-    root = tmp_path / "root"
-    (root / "etc/sysconfig").mkdir(parents=True)
-    target = root / "etc/sysconfig/iptables"
-    shutil.copy(RULES / "centos7-default.rules", target)
-    target.chmod(0o600)
-    return root
-
-
 def live_check(ns: str, root: Path) -> tuple[int, dict[str, Any]]:
     code, report = check_json("--scope", "node", "--only", CHECK, "--root", str(root), netns=ns)
     return code, result_of(report, CHECK)
@@ -827,14 +785,14 @@ def live_fix(ns: str, root: Path, state: Path, *extra: str) -> subprocess.Comple
 
 @pytest.mark.root
 def test_live_fix_removes_both_rejects_and_persists(
-    netns: str, node_root: Path, tmp_path: Path
+    netns: str, iptables_root: Path, tmp_path: Path
 ) -> None:
-    load(netns, "centos7-kube-weave-broken.rules")
-    before = saved(netns)
-    sysconfig = node_root / "etc/sysconfig/iptables"
+    load_rules(netns, "centos7-kube-weave-broken.rules")
+    before = saved_ruleset(netns)
+    sysconfig = iptables_root / "etc/sysconfig/iptables"
     original = sysconfig.read_text()
 
-    code, result = live_check(netns, node_root)
+    code, result = live_check(netns, iptables_root)
     assert (code, result["status"]) == (2, "fail")
     assert [(f["evidence"]["chain"], f["evidence"]["position"]) for f in result["findings"]] == [
         ("INPUT", 7),
@@ -843,62 +801,62 @@ def test_live_fix_removes_both_rejects_and_persists(
     assert result["findings"][0]["evidence"]["backend"] in ("iptables-nft", "iptables (nft)")
 
     state = tmp_path / "state"
-    proc = live_fix(netns, node_root, state)
+    proc = live_fix(netns, iptables_root, state)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
-    assert saved(netns) == without(before, INPUT_REJECT, FORWARD_REJECT)
+    assert saved_ruleset(netns) == without_rules(before, INPUT_REJECT, FORWARD_REJECT)
     expected = original.replace(INPUT_REJECT + "\n", "").replace(FORWARD_REJECT + "\n", "")
     assert sysconfig.read_text() == expected
     assert sysconfig.stat().st_mode & 0o777 == 0o600
     backups = list(state.glob("backups/*/00-SnapshotRuleset/iptables-save.rules"))
     assert len(backups) == 1 and INPUT_REJECT in backups[0].read_text()
-    assert [e["outcome"] for e in journal(state)] == ["applied"]
+    assert [e["outcome"] for e in read_journal(state)] == ["applied"]
 
-    code, result = live_check(netns, node_root)
+    code, result = live_check(netns, iptables_root)
     assert (code, result["status"]) == (0, "ok")
 
 
 @pytest.mark.root
 def test_live_fix_rolls_back_when_a_targeted_rule_remains(
-    netns: str, node_root: Path, tmp_path: Path
+    netns: str, iptables_root: Path, tmp_path: Path
 ) -> None:
     # Planted fault: someone closed tcp/10250 on purpose. kdoctor reports it but leaves it,
     # so after deleting the blanket REJECTs the re-check still fails and everything goes back.
-    load(netns, "targeted-kubelet-drop.rules")
-    before = saved(netns)
-    sysconfig = node_root / "etc/sysconfig/iptables"
+    load_rules(netns, "targeted-kubelet-drop.rules")
+    before = saved_ruleset(netns)
+    sysconfig = iptables_root / "etc/sysconfig/iptables"
     original = sysconfig.read_bytes()
 
     state = tmp_path / "state"
-    proc = live_fix(netns, node_root, state)
+    proc = live_fix(netns, iptables_root, state)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "left in place" in proc.stdout
     assert "rolled-back" in proc.stdout
 
-    assert saved(netns) == before
+    assert saved_ruleset(netns) == before
     assert sysconfig.read_bytes() == original
-    entries = journal(state)
+    entries = read_journal(state)
     assert [e["outcome"] for e in entries] == ["rolled-back"]
     assert "still reports fail" in entries[0]["reason"]
 
 
 @pytest.mark.root
-def test_live_dry_run_changes_nothing(netns: str, node_root: Path, tmp_path: Path) -> None:
-    load(netns, "centos7-kube-weave-broken.rules")
-    before = saved(netns)
-    original = (node_root / "etc/sysconfig/iptables").read_bytes()
-    proc = live_fix(netns, node_root, tmp_path / "state", "--dry-run")
+def test_live_dry_run_changes_nothing(netns: str, iptables_root: Path, tmp_path: Path) -> None:
+    load_rules(netns, "centos7-kube-weave-broken.rules")
+    before = saved_ruleset(netns)
+    original = (iptables_root / "etc/sysconfig/iptables").read_bytes()
+    proc = live_fix(netns, iptables_root, tmp_path / "state", "--dry-run")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "-t filter -D FORWARD -j REJECT --reject-with icmp-host-prohibited" in proc.stdout
-    assert saved(netns) == before
-    assert (node_root / "etc/sysconfig/iptables").read_bytes() == original
+    assert saved_ruleset(netns) == before
+    assert (iptables_root / "etc/sysconfig/iptables").read_bytes() == original
     assert not (tmp_path / "state" / "journal.jsonl").exists()
 
 
 @pytest.mark.root
 def test_live_forward_drop_policy_gets_pod_accepts(netns: str, tmp_path: Path) -> None:
-    load(netns, "forward-drop-policy-docker.rules")
-    before = saved(netns)
+    load_rules(netns, "forward-drop-policy-docker.rules")
+    before = saved_ruleset(netns)
     root = tmp_path / "root"
     root.mkdir()
     code, result = live_check(netns, root)
@@ -906,7 +864,7 @@ def test_live_forward_drop_policy_gets_pod_accepts(netns: str, tmp_path: Path) -
 
     proc = live_fix(netns, root, tmp_path / "state")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    after = saved(netns)
+    after = saved_ruleset(netns)
     expected = list(before["filter"])
     last_forward = max(i for i, line in enumerate(expected) if line.startswith("-A FORWARD "))
     expected[last_forward + 1 : last_forward + 1] = [
@@ -920,7 +878,7 @@ def test_live_forward_drop_policy_gets_pod_accepts(netns: str, tmp_path: Path) -
 @pytest.mark.root
 @pytest.mark.parametrize("name", ["healthy-modern.rules", "reject-after-accept.rules"])
 def test_live_healthy_rule_sets_are_ok(netns: str, tmp_path: Path, name: str) -> None:
-    load(netns, name)
+    load_rules(netns, name)
     root = tmp_path / "root"
     root.mkdir()
     code, result = live_check(netns, root)
@@ -929,20 +887,22 @@ def test_live_healthy_rule_sets_are_ok(netns: str, tmp_path: Path, name: str) ->
 
 @pytest.mark.root
 def test_live_legacy_backend_is_fixed_with_legacy_binaries(
-    netns: str, node_root: Path, tmp_path: Path
+    netns: str, iptables_root: Path, tmp_path: Path
 ) -> None:
     for tool in ("iptables-legacy-restore", "iptables-legacy-save", "iptables-nft-save"):
         if shutil.which(tool) is None:
             pytest.skip(f"needs {tool} (not installed)")
-    load(netns, "centos7-kube-weave-broken.rules", restore="iptables-legacy-restore")
-    before = saved(netns, "iptables-legacy-save")
+    load_rules(netns, "centos7-kube-weave-broken.rules", restore="iptables-legacy-restore")
+    before = saved_ruleset(netns, "iptables-legacy-save")
 
-    code, result = live_check(netns, node_root)
+    code, result = live_check(netns, iptables_root)
     assert code == 2
     assert {f["evidence"]["backend"] for f in result["findings"]} == {"iptables-legacy"}
     assert result["fix"]["plan"][1].startswith("iptables-legacy -t filter -D INPUT")
 
-    proc = live_fix(netns, node_root, tmp_path / "state")
+    proc = live_fix(netns, iptables_root, tmp_path / "state")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert saved(netns, "iptables-legacy-save") == without(before, INPUT_REJECT, FORWARD_REJECT)
-    assert saved(netns, "iptables-nft-save") == {}
+    assert saved_ruleset(netns, "iptables-legacy-save") == without_rules(
+        before, INPUT_REJECT, FORWARD_REJECT
+    )
+    assert saved_ruleset(netns, "iptables-nft-save") == {}

@@ -60,7 +60,17 @@ from doctor.tui.style import DARK, LIGHT
 from doctor.tui.widgets.checks_table import ChecksTable
 from doctor.tui.widgets.details import FindingView, PlanView
 from fixes.base import Fix, WriteFile
-from tests.conftest import BUNDLES, FIXTURES, REPO, check_json, require_root_tools, validate_report
+from tests.conftest import (
+    BUNDLES,
+    FIXTURES,
+    REPO,
+    check_json,
+    load_rules,
+    read_journal,
+    saved_ruleset,
+    validate_report,
+    without_rules,
+)
 
 IPTABLES = "node.iptables.reject"
 FIREWALLD = "node.firewalld"
@@ -600,7 +610,7 @@ async def test_safe_fix_one_key_confirmation_apply_and_rollback(
         outcome = plan.outcome_text
         log = [strip.text for strip in plan.query_one("#fix-log", RichLog).lines]
         status = app.results[MarkerFile.id].status
-    outcomes = [e["outcome"] for e in journal(state)]
+    outcomes = [e["outcome"] for e in read_journal(state)]
     if content == "bad\n":
         assert outcome.startswith("✓ applied") and status is Status.OK
         assert marker.read_text() == "good\n"
@@ -663,64 +673,6 @@ async def test_a_hanging_api_server_never_blocks_the_ui(
 # ---------------------------------------------------------------------------------------
 # the iptables fix in a network namespace (the app runs inside it, in a child process)
 # ---------------------------------------------------------------------------------------
-
-
-def ns_run(ns: str, argv: list[str], stdin: str | None = None) -> str:
-    proc = subprocess.run(
-        ["ip", "netns", "exec", ns, *argv], input=stdin, capture_output=True, text=True
-    )
-    assert proc.returncode == 0, f"{argv}: {proc.stderr}"
-    return proc.stdout
-
-
-def load_rules(ns: str, name: str) -> None:
-    """Load a fixture ruleset (rules needing an ipset left out: no sets in the namespace)."""
-    text = "".join(
-        line
-        for line in (FIXTURES / "iptables" / name).read_text().splitlines(keepends=True)
-        if "-m set " not in line
-    )
-    ns_run(ns, ["iptables-restore"], stdin=text)
-
-
-def ruleset(ns: str) -> dict[str, list[str]]:
-    """The namespace's ruleset per table, comments dropped and counters zeroed."""
-    tables: dict[str, list[str]] = {}
-    current: list[str] = []
-    for line in ns_run(ns, ["iptables-save"]).splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        if line.startswith("*"):
-            current = tables.setdefault(line[1:], [])
-            continue
-        current.append(re.sub(r"\[\d+:\d+\]", "[0:0]", line))
-    return tables
-
-
-def without(tables: dict[str, list[str]], *rules: str) -> dict[str, list[str]]:
-    return {name: [line for line in lines if line not in rules] for name, lines in tables.items()}
-
-
-@pytest.fixture
-def tui_netns() -> Iterator[str]:
-    require_root_tools("ip", "iptables", "iptables-save", "iptables-restore")
-    name = f"kdt-tui-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-@pytest.fixture
-def node_root(tmp_path: Path) -> Path:
-    """A --root with the CentOS default /etc/sysconfig/iptables (what the fix persists to)."""
-    root = tmp_path / "root"
-    (root / "etc/sysconfig").mkdir(parents=True)
-    target = root / "etc/sysconfig/iptables"
-    shutil.copy(FIXTURES / "iptables" / "centos7-default.rules", target)
-    target.chmod(0o600)
-    return root
 
 
 async def scenario_iptables_fix(root: str, state: str, answer: str) -> dict[str, Any]:
@@ -789,21 +741,17 @@ def run_in_netns(ns: str, root: Path, state: Path, answer: str) -> dict[str, Any
     return result
 
 
-def journal(state: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (state / "journal.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.root
 def test_netns_unsafe_fix_with_typed_confirmation_turns_the_check_green(
-    tui_netns: str, node_root: Path, tmp_path: Path
+    netns: str, iptables_root: Path, tmp_path: Path
 ) -> None:
-    load_rules(tui_netns, "centos7-kube-weave-broken.rules")
-    before = ruleset(tui_netns)
-    sysconfig = node_root / "etc/sysconfig/iptables"
+    load_rules(netns, "centos7-kube-weave-broken.rules")
+    before = saved_ruleset(netns)
+    sysconfig = iptables_root / "etc/sysconfig/iptables"
     original = sysconfig.read_text()
     state = tmp_path / "state"
 
-    out = run_in_netns(tui_netns, node_root, state, IPTABLES)
+    out = run_in_netns(netns, iptables_root, state, IPTABLES)
 
     assert out["before"] == "fail" and out["row_before"].endswith("fail")
     assert INPUT_REJECT in out["findings"] and FORWARD_REJECT in out["findings"]
@@ -821,45 +769,45 @@ def test_netns_unsafe_fix_with_typed_confirmation_turns_the_check_green(
     assert "✓ ok" in out["check_after"] and "No findings." in out["check_after"]
 
     # The namespace's ruleset really changed, exactly by the two rules; the file too.
-    assert ruleset(tui_netns) == without(before, INPUT_REJECT, FORWARD_REJECT)
+    assert saved_ruleset(netns) == without_rules(before, INPUT_REJECT, FORWARD_REJECT)
     assert sysconfig.read_text() == original.replace(INPUT_REJECT + "\n", "").replace(
         FORWARD_REJECT + "\n", ""
     )
-    assert [e["outcome"] for e in journal(state)] == ["applied"]
+    assert [e["outcome"] for e in read_journal(state)] == ["applied"]
 
 
 @pytest.mark.root
 def test_netns_cancel_leaves_everything_untouched(
-    tui_netns: str, node_root: Path, tmp_path: Path
+    netns: str, iptables_root: Path, tmp_path: Path
 ) -> None:
-    load_rules(tui_netns, "centos7-kube-weave-broken.rules")
-    before = ruleset(tui_netns)
-    original = (node_root / "etc/sysconfig/iptables").read_bytes()
+    load_rules(netns, "centos7-kube-weave-broken.rules")
+    before = saved_ruleset(netns)
+    original = (iptables_root / "etc/sysconfig/iptables").read_bytes()
     state = tmp_path / "state"
 
-    out = run_in_netns(tui_netns, node_root, state, "cancel")
+    out = run_in_netns(netns, iptables_root, state, "cancel")
 
     assert out["outcome"].startswith("Cancelled"), out["outcome"]
     assert out["log"] == []
     assert out["after"] == "fail"
-    assert ruleset(tui_netns) == before
-    assert (node_root / "etc/sysconfig/iptables").read_bytes() == original
+    assert saved_ruleset(netns) == before
+    assert (iptables_root / "etc/sysconfig/iptables").read_bytes() == original
     assert not (state / "backups").exists()  # nothing was even backed up
-    assert [e["outcome"] for e in journal(state)] == ["declined"]
+    assert [e["outcome"] for e in read_journal(state)] == ["declined"]
 
 
 @pytest.mark.root
 def test_netns_failed_recheck_shows_the_rollback_and_restores(
-    tui_netns: str, node_root: Path, tmp_path: Path
+    netns: str, iptables_root: Path, tmp_path: Path
 ) -> None:
     # Someone closed tcp/10250 on purpose: the fix leaves that rule, so after deleting the
     # blanket REJECTs the re-check still fails and everything is put back.
-    load_rules(tui_netns, "targeted-kubelet-drop.rules")
-    before = ruleset(tui_netns)
-    original = (node_root / "etc/sysconfig/iptables").read_bytes()
+    load_rules(netns, "targeted-kubelet-drop.rules")
+    before = saved_ruleset(netns)
+    original = (iptables_root / "etc/sysconfig/iptables").read_bytes()
     state = tmp_path / "state"
 
-    out = run_in_netns(tui_netns, node_root, state, "yes")
+    out = run_in_netns(netns, iptables_root, state, "yes")
 
     assert out["outcome"].startswith("✗ rolled-back"), out["outcome"]
     assert "still reports fail" in out["outcome"]
@@ -869,9 +817,9 @@ def test_netns_failed_recheck_shows_the_rollback_and_restores(
         re.match(r"\$ iptables(-nft|-legacy)?-restore -c -T filter", ln) for ln in out["log"]
     )
     assert out["after"] == "fail" and out["row_after"].endswith("fail")
-    assert ruleset(tui_netns) == before
-    assert (node_root / "etc/sysconfig/iptables").read_bytes() == original
-    assert [e["outcome"] for e in journal(state)] == ["rolled-back"]
+    assert saved_ruleset(netns) == before
+    assert (iptables_root / "etc/sysconfig/iptables").read_bytes() == original
+    assert [e["outcome"] for e in read_journal(state)] == ["rolled-back"]
 
 
 # ---------------------------------------------------------------------------------------
