@@ -7,7 +7,6 @@ exact commands recorded at that process boundary and the state the re-check then
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -42,29 +41,15 @@ def iptables(active: bool = False, enabled: bool = False) -> dict[str, Any]:
 
 
 def check(node: FakeSystemd, fail: str | None = None) -> tuple[int, dict[str, Any]]:
-    code, report = check_json("--root", str(node.root), "--only", CHECK, env=node.env(fail))
-    return code, result_of(report, CHECK)
+    return node.check(CHECK, fail)
 
 
 def fix(node: FakeSystemd, *extra: str, fail: str | None = None) -> int:
-    proc = kdoctor(
-        "fix",
-        CHECK,
-        "--yes",
-        "--unsafe",
-        "--root",
-        str(node.root),
-        "--state-dir",
-        str(node.state_dir),
-        *extra,
-        env=node.env(fail),
-    )
-    return proc.returncode
+    return node.fix(CHECK, "--unsafe", *extra, fail=fail)
 
 
 def journal(node: FakeSystemd) -> list[dict[str, Any]]:
-    path = node.state_dir / "journal.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return node.journal()
 
 
 # -- bundles ------------------------------------------------------------------------------

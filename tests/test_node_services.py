@@ -7,7 +7,6 @@ exact commands recorded at that process boundary and the state the re-check then
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 
 from doctor.facts import BundleNodeFacts, FactError, LiveNodeFacts
 from doctor.systemctl import from_show, from_unit_files, parse_show, start_command, unit_status
-from tests.conftest import BAD_INPUT, BUNDLES, check_json, kdoctor, result_of
+from tests.conftest import BAD_INPUT, BUNDLES, check_json, result_of
 from tests.shims.fakesystemd import FakeSystemd
 
 CHECK = "node.services"
@@ -27,27 +26,15 @@ def svc(active: str = "active", enabled: str = "enabled", **extra: Any) -> dict[
 
 
 def check(node: FakeSystemd) -> tuple[int, dict[str, Any]]:
-    code, report = check_json("--root", str(node.root), "--only", CHECK, env=node.env())
-    return code, result_of(report, CHECK)
+    return node.check(CHECK)
 
 
 def fix(node: FakeSystemd, fail: str | None = None) -> int:
-    proc = kdoctor(
-        "fix",
-        CHECK,
-        "--yes",
-        "--root",
-        str(node.root),
-        "--state-dir",
-        str(node.state_dir),
-        env=node.env(fail),
-    )
-    return proc.returncode
+    return node.fix(CHECK, fail=fail)
 
 
 def journal(node: FakeSystemd) -> list[dict[str, Any]]:
-    path = node.state_dir / "journal.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return node.journal()
 
 
 # -- doctor.systemctl: parsing -----------------------------------------------------------

@@ -58,3 +58,25 @@ class FakeSystemd:
     def changes(self) -> list[list[str]]:
         """The state-changing systemctl invocations, in order."""
         return [argv for argv in self.calls() if len(argv) > 1 and argv[1] not in READ_ONLY]
+
+    def check(self, check_id: str, fail: str | None = None) -> tuple[int, dict[str, Any]]:
+        """``kdoctor check --only CHECK_ID`` against this node: (exit code, the check's result)."""
+        from tests.conftest import check_json, result_of
+
+        code, report = check_json("--root", str(self.root), "--only", check_id, env=self.env(fail))
+        return code, result_of(report, check_id)
+
+    def fix(self, check_id: str, *extra: str, fail: str | None = None) -> int:
+        """``kdoctor fix CHECK_ID --yes EXTRA`` against this node; its exit code."""
+        from tests.conftest import kdoctor
+
+        proc = kdoctor(
+            "fix", check_id, "--yes", "--root", str(self.root),
+            "--state-dir", str(self.state_dir), *extra, env=self.env(fail),
+        )  # fmt: skip
+        return proc.returncode
+
+    def journal(self) -> list[dict[str, Any]]:
+        """The fix journal entries written under this node's state directory."""
+        path = self.state_dir / "journal.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()]
