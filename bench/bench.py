@@ -102,8 +102,8 @@ def make_large_bundle(pods: int) -> Path:
 
 
 def bench_cluster(pods: int, runs: int) -> None:
-    from doctor.cluster import ClusterConfig
-    from doctor.kube import PODS, LiveCluster
+    from doctor.facts.cluster import ClusterConfig
+    from doctor.facts.kube import PODS, LiveCluster
     from tests.apiserver import ApiServer
 
     bundle = make_large_bundle(pods)

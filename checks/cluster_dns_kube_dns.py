@@ -7,10 +7,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from doctor import dnsprobe, podcause
-from doctor.context import CheckContext
-from doctor.facts import FactError, FactMissing
-from doctor.kube import (
+from doctor.analysis import podcause
+from doctor.core.context import CheckContext
+from doctor.core.errors import FactError, FactMissing
+from doctor.core.fix import Fix, FixSafety
+from doctor.core.model import Finding, Scope, Severity, Verdict
+from doctor.core.registry import Check
+from doctor.facts.kube import (
     DEPLOYMENTS,
     ENDPOINTS,
     ENDPOINTSLICES,
@@ -20,10 +23,8 @@ from doctor.kube import (
     KubeFacts,
     label_selector_matches,
 )
-from doctor.model import Finding, FixSafety, Scope, Severity, Verdict
-from doctor.registry import Check
+from doctor.live import dnsprobe
 from fixes import kube_proxy
-from fixes.base import Fix
 
 NAMESPACE = "kube-system"
 SERVICE = "kube-dns"
@@ -312,7 +313,7 @@ class KubeDns(Check):
     are fine and the Service path is not: `caused_by: cluster.kube-proxy`. Logs a bundle does
     not hold are noted in the evidence, not counted as a failure.
 
-    Live DNS queries (on a node, not on a bundle, not with `--no-live`; `doctor.dnsprobe`): the
+    Live DNS queries (on a node, not on a bundle, not with `--no-live`; `doctor.live.dnsprobe`): the
     query `kubernetes.default.svc.<cluster domain>` A is sent to the Service ClusterIP and to
     every DNS pod IP, over UDP and TCP, all at once (1 s per query, 5 s for the whole
     probe); the evidence is a matrix (target × UDP/TCP: the addresses answered and the

@@ -8,14 +8,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from doctor import dnsprobe, podcause
-from doctor.context import CheckContext
-from doctor.facts import FactMissing
-from doctor.kube import ApiError
-from doctor.model import Finding, Scope, Severity, Verdict
-from doctor.podexec import ExecResult
-from doctor.probes import NAMESPACE, SUBDOMAIN, ProbeCluster, ProbePod, ProbeSet
-from doctor.registry import Check
+from doctor.analysis import podcause
+from doctor.core.context import CheckContext
+from doctor.core.errors import FactMissing
+from doctor.core.model import Finding, Scope, Severity, Verdict
+from doctor.core.registry import Check
+from doctor.facts.kube import ApiError
+from doctor.live import dnsprobe
+from doctor.live.podexec import ExecResult
+from doctor.live.probes import NAMESPACE, SUBDOMAIN, ProbeCluster, ProbePod, ProbeSet
 
 DNS_CHECK = "cluster.dns.kube-dns"
 CNI_CHECK = "cluster.network.cni"
@@ -443,7 +444,7 @@ class PodToPod(Check):
             return Verdict.skip("live probes disabled (--no-live)")
         if not ctx.options.probes:
             return Verdict.skip("probe pods disabled (--no-probes)")
-        if ctx.probes is None:
+        if not isinstance(ctx.probes, ProbeCluster):
             raise FactMissing(ctx.cluster.unavailable or "no live cluster to create probes in")
         probes = ctx.probes
         probe_set = probes.pod_set()  # ApiError (refused, …) → error

@@ -6,14 +6,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from checks import cluster_dns_kube_dns as dns
-from doctor import podcause
-from doctor.context import CheckContext
-from doctor.facts import FactError, FactMissing
-from doctor.kube import DAEMONSETS, NODES, PODS, KubeFacts
-from doctor.model import Finding, FixSafety, Scope, Severity, Verdict
-from doctor.registry import Check
+from doctor.analysis import podcause
+from doctor.core.context import CheckContext
+from doctor.core.errors import FactError, FactMissing
+from doctor.core.fix import Fix, FixSafety
+from doctor.core.model import Finding, Scope, Severity, Verdict
+from doctor.core.registry import Check
+from doctor.facts.kube import DAEMONSETS, NODES, PODS, KubeFacts
 from fixes import kube_proxy as kp
-from fixes.base import Fix
 
 CILIUM = "k8s-app=cilium"
 

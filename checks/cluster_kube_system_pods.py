@@ -5,11 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from doctor.context import CheckContext
-from doctor.facts import FactError, FactMissing
-from doctor.kube import PODS, KubeFacts
-from doctor.model import Finding, FixSafety, Scope, Severity, Verdict
-from doctor.podcause import (
+from doctor.analysis.podcause import (
     CNI,
     CRASH_LOOP,
     IMAGE_PULL,
@@ -27,8 +23,12 @@ from doctor.podcause import (
     pod_name,
     pod_state,
 )
-from doctor.registry import Check
-from fixes.base import Action, Fix
+from doctor.core.context import CheckContext
+from doctor.core.errors import FactError, FactMissing
+from doctor.core.fix import Action, Fix, FixSafety
+from doctor.core.model import Finding, Scope, Severity, Verdict
+from doctor.core.registry import Check
+from doctor.facts.kube import PODS, KubeFacts
 from fixes.kube import DeletePod
 
 NAMESPACE = "kube-system"
@@ -93,7 +93,7 @@ class KubeSystemPods(Check):
     server-side (`fieldSelector=involvedObject.kind=Pod`) and grouped locally by pod: one
     request however many pods are stuck, shared with every check that diagnoses pods, where a
     request per pod would cost one round trip each. For each pod that is not Running and
-    Ready the cause comes from `doctor.podcause.diagnose`: container states
+    Ready the cause comes from `doctor.analysis.podcause.diagnose`: container states
     (`waiting.reason` ContainerCreating, ImagePullBackOff/ErrImagePull, CrashLoopBackOff,
     CreateContainerConfigError), the last termination state (reason, exit code, message), the
     PodScheduled condition (Unschedulable → the scheduler's message) and the pod's events

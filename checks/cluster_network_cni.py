@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from doctor.context import CheckContext
-from doctor.facts import FactMissing
-from doctor.kube import DAEMONSETS, KubeFacts
-from doctor.model import Finding, FixSafety, Scope, Severity, Verdict
-from doctor.podcause import (
+from doctor.analysis.podcause import (
     NodeOverlay,
     OverlayDaemonSet,
     cni_short_reason,
@@ -16,8 +12,12 @@ from doctor.podcause import (
     pod_state,
     what_was_looked_for,
 )
-from doctor.registry import Check
-from fixes.base import Action, Fix
+from doctor.core.context import CheckContext
+from doctor.core.errors import FactMissing
+from doctor.core.fix import Action, Fix, FixSafety
+from doctor.core.model import Finding, Scope, Severity, Verdict
+from doctor.core.registry import Check
+from doctor.facts.kube import DAEMONSETS, KubeFacts
 from fixes.kube import DeletePod
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from doctor.context import CheckContext
-from doctor.facts import FactMissing
-from doctor.kube import NODES, KubeFacts
-from doctor.model import Finding, Scope, Severity, Verdict
-from doctor.podcause import cni_not_ready_message, cni_short_reason, condition
-from doctor.registry import Check
+from doctor.analysis.podcause import cni_not_ready_message, cni_short_reason, condition
+from doctor.core.context import CheckContext
+from doctor.core.errors import FactMissing
+from doctor.core.model import Finding, Scope, Severity, Verdict
+from doctor.core.registry import Check
+from doctor.facts.kube import NODES, KubeFacts
 
 #: Conditions that are bad when True (Ready is the one that is bad when not True).
 PRESSURE = ("MemoryPressure", "DiskPressure", "PIDPressure", "OutOfDisk")

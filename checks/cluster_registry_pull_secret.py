@@ -9,12 +9,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from doctor.context import CheckContext
-from doctor.facts import FactError, FactMissing
-from doctor.kube import EVENTS, PODS, SECRETS, KubeFacts
-from doctor.model import Finding, FixSafety, Scope, Severity, Verdict
-from doctor.registry import Check
-from doctor.registry_auth import (
+from doctor.core.context import CheckContext
+from doctor.core.errors import FactError, FactMissing
+from doctor.core.fix import Fix, FixSafety
+from doctor.core.model import Finding, Scope, Severity, Verdict
+from doctor.core.registry import Check
+from doctor.facts.kube import EVENTS, PODS, SECRETS, KubeFacts
+from doctor.parse.registry_auth import (
     DOCKERCFG_KEY,
     DOCKERCFG_TYPE,
     DOCKERCONFIGJSON_KEY,
@@ -30,7 +31,6 @@ from doctor.registry_auth import (
     mismatch_kind,
     parse_reference,
 )
-from fixes.base import Fix
 
 PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff")
 TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -49,7 +49,9 @@ BULK_SECRETS = 100
 NOT_TOKENS = "type!=kubernetes.io/service-account-token"
 #: Narrowed server-side: finished pods pull nothing (a completed Job's pods can be many).
 NOT_DONE = "status.phase!=Succeeded,status.phase!=Failed"
-POD_EVENTS = "involvedObject.kind=Pod"  # the same list (and cache entry) as doctor.podcause
+POD_EVENTS = (
+    "involvedObject.kind=Pod"  # the same list (and cache entry) as doctor.analysis.podcause
+)
 #: Nearest miss first: the one to name in the message and to repair.
 MISMATCH_ORDER = (Mismatch.DOCKER_HUB_DEFAULT, Mismatch.PORT, Mismatch.PATH, Mismatch.OTHER_HOST)
 

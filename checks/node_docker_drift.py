@@ -2,7 +2,7 @@
 and the daemon that runs.
 
 The effective configuration is built the way systemd and dockerd build it (see
-:mod:`doctor.systemd`): docker.service and its drop-ins, the ``Environment=`` and
+:mod:`doctor.parse.systemd`): docker.service and its drop-ins, the ``Environment=`` and
 ``EnvironmentFile=`` variables (``/etc/sysconfig/docker*`` on CentOS), the expanded
 ``ExecStart=`` argv parsed as dockerd's flags, then ``/etc/docker/daemon.json``, then what the
 running daemon reports (``docker info --format '{{json .}}'``).
@@ -18,11 +18,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from doctor.context import CheckContext
-from doctor.facts import FactError, FactMissing, NodeFacts
-from doctor.model import Finding, FixSafety, Scope, Severity, Verdict
-from doctor.registry import Check
-from doctor.systemd import (
+from doctor.core.context import CheckContext
+from doctor.core.errors import FactError, FactMissing
+from doctor.core.fix import Action, Fix, FixSafety
+from doctor.core.model import Finding, Scope, Severity, Verdict
+from doctor.core.registry import Check
+from doctor.core.sources import NodeFacts
+from doctor.parse.systemd import (
     Arg,
     EnvVar,
     ExecCommand,
@@ -38,7 +40,7 @@ from doctor.systemd import (
     service_refusals,
     split_words,
 )
-from fixes.base import Action, Command, Fix, WriteFile
+from fixes.base import Command, WriteFile
 from fixes.docker import ReloadOnRollback
 
 UNIT = "docker.service"

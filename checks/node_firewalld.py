@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from doctor.context import CheckContext, FixContext
-from doctor.facts import FactError, FactMissing
-from doctor.model import Finding, FixSafety, Scope, Severity, Verdict
-from doctor.registry import Check
-from doctor.systemctl import UnitStatus, start_command, unit_status
-from fixes.base import Action, Command, Fix
+from doctor.core.context import CheckContext, FixContext
+from doctor.core.errors import FactError, FactMissing
+from doctor.core.fix import Action, Fix, FixSafety
+from doctor.core.model import Finding, Scope, Severity, Verdict
+from doctor.core.registry import Check
+from doctor.facts.systemctl import UnitStatus, start_command, unit_status
+from fixes.base import Command
 
 FIREWALLD = "firewalld"
 IPTABLES = "iptables"

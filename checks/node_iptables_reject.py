@@ -1,8 +1,8 @@
 """node.iptables.reject: a REJECT/DROP in the filter table that Kubernetes traffic hits first.
 
-The netfilter part is generic and lives in libraries: :mod:`doctor.iptables` parses
+The netfilter part is generic and lives in libraries: :mod:`doctor.parse.iptables` parses
 ``iptables-save`` / ``/etc/sysconfig/iptables`` text into tables, chains and ordered rules,
-and :mod:`doctor.iptables_eval` walks one probe packet through the filter table with
+and :mod:`doctor.analysis.iptables_eval` walks one probe packet through the filter table with
 three-valued matching (yes, no, or "cannot tell": marks, ipsets, physdev...). This module
 is the Kubernetes part, each piece usable alone (the tests drive them directly):
 
@@ -22,10 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from doctor.context import CheckContext
-from doctor.facts import CommandOutput, FactError, FactMissing, NodeFacts
-from doctor.iptables import Rule, Ruleset, Token, parse_rule, parse_ruleset
-from doctor.iptables_eval import (
+from doctor.analysis.iptables_eval import (
     Fate,
     FilterView,
     Outcome,
@@ -35,9 +32,14 @@ from doctor.iptables_eval import (
     view_of,
     walk_chains,
 )
-from doctor.model import Finding, FixSafety, Scope, Severity, Verdict
-from doctor.registry import Check
-from fixes.base import Action, Fix, WriteFile
+from doctor.core.context import CheckContext
+from doctor.core.errors import FactError, FactMissing
+from doctor.core.fix import Action, Fix, FixSafety
+from doctor.core.model import Finding, Scope, Severity, Verdict
+from doctor.core.registry import Check
+from doctor.core.sources import CommandOutput, NodeFacts
+from doctor.parse.iptables import Rule, Ruleset, Token, parse_rule, parse_ruleset
+from fixes.base import WriteFile
 from fixes.iptables import (
     DEFAULT_BACKEND,
     LEGACY_BACKEND,
@@ -131,7 +133,7 @@ def is_targeted(rule: Rule) -> bool:
 
 
 def walk(view: FilterView, probe: Probe, pod_cidr: ipaddress.IPv4Network, source: str) -> Outcome:
-    """:func:`~doctor.iptables_eval.walk_chains` with Kubernetes' notion of ownership.
+    """:func:`~doctor.analysis.iptables_eval.walk_chains` with Kubernetes' notion of ownership.
 
     An ACCEPT that may match (by mark, ipset...) in a rule Kubernetes, the CNI or Docker
     manages is their decision, so the walk stops there (DEFERRED) instead of blaming a

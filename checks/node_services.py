@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from doctor.context import CheckContext
-from doctor.facts import FactMissing
-from doctor.model import Finding, FixSafety, Scope, Severity, Verdict
-from doctor.registry import Check
-from doctor.systemctl import UnitStatus, start_command, unit_status
-from fixes.base import Action, Command, Fix
+from doctor.core.context import CheckContext
+from doctor.core.errors import FactMissing
+from doctor.core.fix import Action, Fix, FixSafety
+from doctor.core.model import Finding, Scope, Severity, Verdict
+from doctor.core.registry import Check
+from doctor.facts.systemctl import UnitStatus, start_command, unit_status
+from fixes.base import Command
 
 #: Runtimes kubelet may use, in the order they must start (docker-ce runs on containerd).
 RUNTIMES = ("containerd", "docker")

@@ -1,36 +1,18 @@
-"""Fix and the primitive actions fixes are built from."""
+"""The primitive actions fixes are built from: run a command, write a file.
+
+``Fix`` and ``Action`` (the protocol) live in :mod:`doctor.core.fix`."""
 
 from __future__ import annotations
 
 import difflib
-import os
 import shlex
 import shutil
-import tempfile
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from doctor.context import FixContext
-from doctor.model import FixSafety
-
-
-class Action(ABC):
-    """One step of a fix. ``apply`` may only run after ``backup`` succeeded."""
-
-    @abstractmethod
-    def describe(self) -> list[str]:
-        """The exact commands or file diff this step performs, for the plan."""
-
-    def backup(self, ctx: FixContext, into: Path) -> None:  # noqa: B027 - optional hook
-        """Save what ``apply`` will change under ``into`` (a fresh directory)."""
-
-    @abstractmethod
-    def apply(self, ctx: FixContext) -> None: ...
-
-    def undo(self, ctx: FixContext, backup: Path) -> None:  # noqa: B027 - optional hook
-        """Put back what ``backup`` saved. Default: nothing to undo."""
+from doctor.core.context import FixContext
+from doctor.core.files import atomic_write
+from doctor.core.fix import Action
 
 
 @dataclass
@@ -100,48 +82,3 @@ class WriteFile(Action):
         elif (backup / "original").exists():
             ctx.runner.on_step(f"restore {self.path} from {backup / 'original'}")
             shutil.copy2(backup / "original", target)
-
-
-def atomic_write(
-    target: Path, content: str, mode: int = 0o644, owner: tuple[int, int] | None = None
-) -> None:
-    """Write via a temporary file in the same directory and rename, so readers never see half."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-        os.chmod(tmp, mode)
-        if owner is not None and hasattr(os, "chown"):
-            os.chown(tmp, *owner)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-@dataclass
-class Fix:
-    """A repair a check offers: identity, safety class and the steps."""
-
-    id: str
-    title: str
-    safety: FixSafety
-    actions: list[Action] = field(default_factory=list)
-    #: For MANUAL fixes: the commands a human should run (never executed).
-    manual_steps: list[str] = field(default_factory=list)
-
-    def plan(self) -> list[str]:
-        if self.safety is FixSafety.MANUAL:
-            return list(self.manual_steps)
-        lines: list[str] = []
-        for action in self.actions:
-            lines.extend(action.describe())
-        return lines
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "title": self.title,
-            "safety": self.safety.value,
-            "plan": self.plan(),
-        }

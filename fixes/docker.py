@@ -6,8 +6,8 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from doctor.context import FixContext
-from fixes.base import Action
+from doctor.core.context import FixContext
+from doctor.core.fix import Action
 
 
 @dataclass

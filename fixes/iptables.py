@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from doctor.context import FixContext
-from fixes.base import Action
+from doctor.core.context import FixContext
+from doctor.core.fix import Action
 
 
 class RestoreError(Exception):

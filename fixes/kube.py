@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from doctor.context import FixContext
-from doctor.kube import PODS, ApiError, LiveCluster, Resource
-from fixes.base import Action
+from doctor.core.context import FixContext
+from doctor.core.fix import Action
+from doctor.facts.kube import PODS, ApiError, LiveCluster, Resource
 
 
 class KubeStepFailed(Exception):
@@ -82,10 +82,9 @@ class KubeWriter:
 
 
 def _writer(ctx: FixContext) -> KubeWriter:
-    if ctx.kube is None:
+    if not isinstance(ctx.kube, KubeWriter):
         raise KubeStepFailed("no live cluster to change (fixes never run on a bundle)")
-    writer: KubeWriter = ctx.kube
-    return writer
+    return ctx.kube
 
 
 def _kubectl_ns(namespace: str | None) -> list[str]:

@@ -18,7 +18,7 @@ each patch preconditioned on the object's resourceVersion (409 → nothing is ch
 previous object kept for rollback, then the kube-proxy pods restarted and awaited.
 
 Reading helpers here are used by the checks ``cluster.kube-proxy`` and ``cluster.dns.kube-dns``;
-nothing here changes anything until a fix's actions are applied by ``doctor.fixengine``.
+nothing here changes anything until a fix's actions are applied by ``doctor.core.fixengine``.
 """
 
 from __future__ import annotations
@@ -32,12 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from doctor.context import FixContext
-from doctor.facts import FactError, FactMissing
-from doctor.kube import CONFIGMAPS, DAEMONSETS, PODS, ApiError, KubeFacts
-from doctor.model import FixSafety
-from fixes.base import Action, Fix
-from fixes.kube import KubeStepFailed, PatchObject, RestartPods
+from doctor.core.context import FixContext
+from doctor.core.errors import FactError, FactMissing
+from doctor.core.fix import Action, Fix, FixSafety
+from doctor.facts.kube import CONFIGMAPS, DAEMONSETS, PODS, ApiError, KubeFacts
+from fixes.kube import KubeStepFailed, KubeWriter, PatchObject, RestartPods
 
 NAMESPACE = "kube-system"
 NAME = "kube-proxy"
@@ -571,8 +570,8 @@ def set_flag(container: dict[str, Any], mode: str) -> dict[str, Any]:
     return new
 
 
-def _writer(ctx: FixContext) -> Any:
-    if ctx.kube is None:
+def _writer(ctx: FixContext) -> KubeWriter:
+    if not isinstance(ctx.kube, KubeWriter):
         raise KubeStepFailed("no live cluster to change (fixes never run on a bundle)")
     return ctx.kube
 

@@ -16,12 +16,12 @@ from typing import Any
 import jsonschema
 import pytest
 
-from doctor.context import CheckContext, Options
-from doctor.facts import BundleNodeFacts
-from doctor.kube import BundleCluster
-from doctor.model import CheckResult
-from doctor.registry import Check
-from doctor.runner import run_one
+from doctor.core.context import CheckContext, Options
+from doctor.core.model import CheckResult
+from doctor.core.registry import Check
+from doctor.core.runner import run_one
+from doctor.facts.kube import BundleCluster
+from doctor.facts.node import BundleNodeFacts
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"

@@ -16,8 +16,8 @@ import pytest
 
 from checks import cluster_dns_kube_dns as dns
 from checks.cluster_dns_kube_dns import KubeDns
-from doctor.context import Options
-from doctor.model import CheckResult, Severity, Status
+from doctor.core.context import Options
+from doctor.core.model import CheckResult, Severity, Status
 from tests.conftest import BUNDLES, check_json, kdoctor, result_of, run_on_bundle
 from tests.conftest import copy_bundle as variant
 from tests.conftest import edit_bundle as edit

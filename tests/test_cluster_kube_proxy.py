@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from checks.cluster_kube_proxy import KubeProxy
-from doctor.context import Options
-from doctor.model import CheckResult, Status
+from doctor.core.context import Options
+from doctor.core.model import CheckResult, Status
 from fixes import kube_proxy as kp
 from fixes.kube import patch_is_noop
 from tests.conftest import BUNDLES, check_json, kdoctor, result_of, run_on_bundle

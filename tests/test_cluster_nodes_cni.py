@@ -12,8 +12,8 @@ import pytest
 
 from checks.cluster_network_cni import NetworkCni
 from checks.cluster_nodes import ClusterNodes, node_findings
-from doctor.model import Severity, Status
-from doctor.podcause import cni_short_reason, compute_overlay
+from doctor.analysis.podcause import cni_short_reason, compute_overlay
+from doctor.core.model import Severity, Status
 from tests.conftest import BUNDLES, check_json, kdoctor, result_of
 from tests.test_cluster_pods import (
     BROKEN,

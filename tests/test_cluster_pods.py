@@ -1,4 +1,4 @@
-"""cluster.kube-system.pods and doctor.podcause: the diagnosis, the bundles, the live API.
+"""cluster.kube-system.pods and doctor.analysis.podcause: the diagnosis, the bundles, the live API.
 
 Unit tests feed ``diagnose`` pods as the kubelet reports them (1.6 and modern shapes); bundle
 tests run the check on the seed lab fixtures, in-process and through the CLI; end-to-end tests
@@ -19,11 +19,7 @@ from typing import Any
 import pytest
 
 from checks.cluster_kube_system_pods import KubeSystemPods
-from doctor.context import CheckContext
-from doctor.facts import BundleNodeFacts
-from doctor.kube import BundleCluster
-from doctor.model import CheckResult, Status
-from doctor.podcause import (
+from doctor.analysis.podcause import (
     CNI,
     CONTAINER_CONFIG,
     CRASH_LOOP,
@@ -40,7 +36,11 @@ from doctor.podcause import (
     is_static_pod,
     pod_is_ready,
 )
-from doctor.runner import run_one
+from doctor.core.context import CheckContext
+from doctor.core.model import CheckResult, Status
+from doctor.core.runner import run_one
+from doctor.facts.kube import BundleCluster
+from doctor.facts.node import BundleNodeFacts
 from tests.conftest import BUNDLES, check_json, kdoctor, result_of
 
 BROKEN = BUNDLES / "seed-lab-broken"

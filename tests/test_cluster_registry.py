@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 
 from checks.cluster_registry_pull_secret import RegistryPullSecret
-from doctor.context import CheckContext
-from doctor.facts import BundleNodeFacts
-from doctor.kube import BundleCluster
-from doctor.model import Status, Verdict
-from doctor.registry_auth import (
+from doctor.core.context import CheckContext
+from doctor.core.model import Status, Verdict
+from doctor.core.runner import run_one
+from doctor.facts.kube import BundleCluster
+from doctor.facts.node import BundleNodeFacts
+from doctor.parse.registry_auth import (
     LAST_APPLIED,
     REDACTED,
     InvalidReference,
@@ -28,7 +29,6 @@ from doctor.registry_auth import (
     parse_reference,
     redact_secret,
 )
-from doctor.runner import run_one
 from tests.conftest import BUNDLES, check_json
 
 CHECK = "cluster.registry.pull-secret"
@@ -875,8 +875,8 @@ def secret_needles(doc: dict[str, Any]) -> set[str]:
 
 
 def test_many_referenced_secrets_are_read_with_one_list(tmp_path: Path) -> None:
-    from doctor.cluster import ClusterConfig
-    from doctor.kube import LiveCluster
+    from doctor.facts.cluster import ClusterConfig
+    from doctor.facts.kube import LiveCluster
     from tests.apiserver import ApiServer
 
     pods = [pod(f"app-{i}", "nexus.lab:5000/a:1", [f"s{i}"]) for i in range(120)]

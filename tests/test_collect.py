@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from doctor.collect_cluster import collect_cluster
+from doctor.facts.collect_cluster import collect_cluster
 from tests.apiserver import ApiServer
 from tests.conftest import BUNDLES, check_json, kdoctor
 from tests.test_cluster_registry import secret_needles
@@ -107,7 +107,7 @@ def test_no_secret_value_survives_anywhere_in_the_bundle(
     by_name = {s["metadata"]["name"]: s for s in items}
     assert by_name["default-token-1l9pq"]["data"] == {"ca.crt": "", "namespace": "", "token": ""}
     assert "kubectl.kubernetes.io/last-applied-configuration" not in json.dumps(by_name["app-db"])
-    from doctor.registry_auth import decode_pull_secret
+    from doctor.parse.registry_auth import decode_pull_secret
 
     nexus = decode_pull_secret(by_name["nexus"], "default", "nexus")
     assert nexus.hosts == ["https://index.docker.io/v1/"]
@@ -183,7 +183,7 @@ def test_dns_logs_and_paginated_lists(tmp_path: Path) -> None:
         assert copied.read_bytes() == source.read_bytes()
     assert not [m for m in manifest["missing"] if "coredns" in m]
     # the bundle reader sees them
-    from doctor.kube import BundleCluster
+    from doctor.facts.kube import BundleCluster
 
     cluster = BundleCluster(tmp_path / "b")
     pod = next(source_logs.glob("coredns-*")).name
@@ -255,7 +255,7 @@ def test_no_cluster_configuration_leaves_the_node_bundle_alone(tmp_path: Path) -
 
 
 def test_kubeadm_config_bootstrap_tokens_are_redacted() -> None:
-    from doctor.collect_cluster import redact_configmap
+    from doctor.facts.collect_cluster import redact_configmap
 
     master = (
         "api:\n  advertiseAddress: 10.0.0.1\ntoken: 8a2b0c.1f3e5d7a9b2c4e6f\ntokenTTL: 24h0m0s\n"

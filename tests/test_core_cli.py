@@ -129,7 +129,7 @@ def test_text_output_is_plain_when_not_a_terminal() -> None:
 def test_node_only_run_does_not_import_kubernetes_or_textual() -> None:
     code = (
         "import sys\n"
-        "from doctor.cli import main\n"
+        "from doctor.ui.cli import main\n"
         "rc = main(['check', '--scope', 'node', '--format', 'json', '--bundle', sys.argv[1]])\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('kubernetes', 'textual'))\n"
         "print('HEAVY=' + ','.join(heavy), file=sys.stderr)\n"

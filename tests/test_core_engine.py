@@ -6,15 +6,17 @@ import json
 import time
 from pathlib import Path
 
-from doctor.cluster import NoCluster
-from doctor.context import CheckContext, FixContext
-from doctor.facts import FactError, FactMissing, LiveNodeFacts
-from doctor.fixengine import Outcome, apply_fix
-from doctor.model import Finding, FixSafety, Scope, Severity, Status, Verdict
-from doctor.registry import Check
-from doctor.runner import run_checks, run_one
-from doctor.runner_commands import CommandRunner
-from fixes.base import Command, Fix, WriteFile
+from doctor.core.commands import CommandRunner
+from doctor.core.context import CheckContext, FixContext
+from doctor.core.errors import FactError, FactMissing
+from doctor.core.fix import Fix, FixSafety
+from doctor.core.fixengine import Outcome, apply_fix
+from doctor.core.model import Finding, Scope, Severity, Status, Verdict
+from doctor.core.registry import Check
+from doctor.core.runner import run_checks, run_one
+from doctor.facts.cluster import NoCluster
+from doctor.facts.node import LiveNodeFacts
+from fixes.base import Command, WriteFile
 
 
 def make_ctx(root: Path) -> CheckContext:

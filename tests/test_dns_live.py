@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
-from doctor import dnsprobe
-from doctor.context import CheckContext, Options
-from doctor.dnsprobe import (
+from doctor.core.context import CheckContext, Options
+from doctor.facts.kube import BundleCluster
+from doctor.facts.node import LiveNodeFacts
+from doctor.live import dnsprobe
+from doctor.live.dnsprobe import (
     ANSWER,
     NXDOMAIN,
     REFUSED,
@@ -26,8 +28,6 @@ from doctor.dnsprobe import (
     kubelet_dns,
     parse_resolv_conf,
 )
-from doctor.facts import LiveNodeFacts
-from doctor.kube import BundleCluster
 from tests.conftest import BUNDLES, result_of
 from tests.live_probe_support import (
     DnsServer,

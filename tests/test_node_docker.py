@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from checks.node_docker_drift import FlagUse, go_format, parse_dockerd_args
-from doctor.systemd import Arg, Origin
+from doctor.parse.systemd import Arg, Origin
 from tests.conftest import BAD_INPUT, BUNDLES, check_json, is_root, kdoctor, result_of
 
 CHECK = "node.docker.drift"

@@ -27,11 +27,7 @@ from checks.node_iptables_reject import (
     managed_owner,
     walk,
 )
-from doctor.cluster import NoCluster
-from doctor.context import CheckContext, FixContext
-from doctor.facts import BundleNodeFacts, FactError
-from doctor.iptables import ParseError, Ruleset, parse_rule, parse_ruleset, split_arguments
-from doctor.iptables_eval import (
+from doctor.analysis.iptables_eval import (
     Fate,
     Probe,
     Tri,
@@ -40,9 +36,14 @@ from doctor.iptables_eval import (
     rule_matches,
     view_of,
 )
-from doctor.model import CheckResult, Status
-from doctor.runner import run_one
-from doctor.runner_commands import CommandRunner
+from doctor.core.commands import CommandRunner
+from doctor.core.context import CheckContext, FixContext
+from doctor.core.errors import FactError
+from doctor.core.model import CheckResult, Status
+from doctor.core.runner import run_one
+from doctor.facts.cluster import NoCluster
+from doctor.facts.node import BundleNodeFacts
+from doctor.parse.iptables import ParseError, Ruleset, parse_rule, parse_ruleset, split_arguments
 from fixes.base import WriteFile
 from fixes.iptables import NFT_BACKEND, DeleteRule, KeepRule, SnapshotRuleset
 from tests.conftest import (

@@ -1,4 +1,4 @@
-"""node.services and doctor.systemctl: parsing, unit files, bundles, live fix, bad input.
+"""node.services and doctor.facts.systemctl: parsing, unit files, bundles, live fix, bad input.
 
 systemd cannot run as PID 1 here, so live tests put ``tests/shims/`` first on PATH: its fake
 ``systemctl`` keeps unit state in a JSON file and records every argv. Fix tests assert the
@@ -13,8 +13,15 @@ from typing import Any
 
 import pytest
 
-from doctor.facts import BundleNodeFacts, FactError, LiveNodeFacts
-from doctor.systemctl import from_show, from_unit_files, parse_show, start_command, unit_status
+from doctor.core.errors import FactError
+from doctor.facts.node import BundleNodeFacts, LiveNodeFacts
+from doctor.facts.systemctl import (
+    from_show,
+    from_unit_files,
+    parse_show,
+    start_command,
+    unit_status,
+)
 from tests.conftest import BAD_INPUT, BUNDLES, check_json, result_of
 from tests.shims.fakesystemd import FakeSystemd
 
@@ -37,7 +44,7 @@ def journal(node: FakeSystemd) -> list[dict[str, Any]]:
     return node.journal()
 
 
-# -- doctor.systemctl: parsing -----------------------------------------------------------
+# -- doctor.facts.systemctl: parsing -----------------------------------------------------------
 
 
 def test_parse_show_reads_every_property_of_a_real_capture() -> None:
@@ -90,7 +97,7 @@ def test_last_failure_names_result_status_and_time() -> None:
     )
 
 
-# -- doctor.systemctl: the undo of `systemctl enable --now` -------------------------------
+# -- doctor.facts.systemctl: the undo of `systemctl enable --now` -------------------------------
 
 
 def _unit(active: str, state: str) -> Any:
@@ -134,7 +141,7 @@ def test_start_command_undoes_exactly_what_it_changes(
     assert step == (["systemctl", *verb, "kubelet"], [["systemctl", *u, "kubelet"] for u in undo])
 
 
-# -- doctor.systemctl: unit files when systemd is not running ------------------------------
+# -- doctor.facts.systemctl: unit files when systemd is not running ------------------------------
 
 
 def _lib(root: Path, name: str, text: str) -> None:

@@ -23,9 +23,9 @@ from checks.cluster_dns_pod_to_pod import (
     parse_nslookup,
     parse_ping,
 )
-from doctor.model import CheckResult, Scope, Status
-from doctor.probes import ProbePod, choose_nodes
-from doctor.render.text import make_console, print_result
+from doctor.core.model import CheckResult, Scope, Status
+from doctor.live.probes import ProbePod, choose_nodes
+from doctor.ui.text import make_console, print_result
 from tests.apiserver import ApiServer
 from tests.conftest import REPO, check_json, kdoctor, result_of
 from tests.live_probe_support import (

@@ -1,4 +1,4 @@
-"""doctor.systemd: one test per rule of systemd's unit, drop-in, environment and ExecStart
+"""doctor.parse.systemd: one test per rule of systemd's unit, drop-in, environment and ExecStart
 handling (systemd.syntax(7), systemd.exec(5), systemd.service(5), systemd.unit(5)).
 
 Units are read through a small in-memory reader (node paths → text), the same interface
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from doctor.facts import LiveNodeFacts
-from doctor.systemd import (
+from doctor.facts.node import LiveNodeFacts
+from doctor.parse.systemd import (
     Origin,
     UnitSyntaxError,
     exec_commands,

@@ -34,13 +34,15 @@ from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import Button, Input, Markdown, RichLog
 
-from doctor.cli import build_parser, select_checks
-from doctor.context import CheckContext
-from doctor.model import Finding, FixSafety, Scope, Severity, Status, Verdict
-from doctor.registry import Check
-from doctor.tui.app import KdoctorApp
-from doctor.tui.backend import Backend
-from doctor.tui.logic import (
+from doctor.core.context import CheckContext
+from doctor.core.fix import Fix, FixSafety
+from doctor.core.model import Finding, Scope, Severity, Status, Verdict
+from doctor.core.registry import Check
+from doctor.session import select_checks
+from doctor.ui.cli import build_parser
+from doctor.ui.tui.app import KdoctorApp
+from doctor.ui.tui.backend import Backend
+from doctor.ui.tui.logic import (
     BUNDLE_REASON,
     LineKind,
     classify_plan,
@@ -51,15 +53,15 @@ from doctor.tui.logic import (
     printable,
     row_matches,
 )
-from doctor.tui.screens.check import CheckScreen
-from doctor.tui.screens.confirm import ConfirmFix
-from doctor.tui.screens.help import HelpScreen, SaveReportScreen
-from doctor.tui.screens.main import MainScreen
-from doctor.tui.screens.plan import PlanScreen
-from doctor.tui.style import DARK, LIGHT
-from doctor.tui.widgets.checks_table import ChecksTable
-from doctor.tui.widgets.details import FindingView, PlanView
-from fixes.base import Fix, WriteFile
+from doctor.ui.tui.screens.check import CheckScreen
+from doctor.ui.tui.screens.confirm import ConfirmFix
+from doctor.ui.tui.screens.help import HelpScreen, SaveReportScreen
+from doctor.ui.tui.screens.main import MainScreen
+from doctor.ui.tui.screens.plan import PlanScreen
+from doctor.ui.tui.style import DARK, LIGHT
+from doctor.ui.tui.widgets.checks_table import ChecksTable
+from doctor.ui.tui.widgets.details import FindingView, PlanView
+from fixes.base import WriteFile
 from tests.conftest import (
     BUNDLES,
     FIXTURES,
@@ -169,7 +171,7 @@ def reference(bundle: Path, *extra: str) -> dict[str, str]:
 
 
 def test_filters_search_and_cycling() -> None:
-    from doctor.model import CheckResult
+    from doctor.core.model import CheckResult
 
     failing = CheckResult(
         id=IPTABLES, title="t", scope=Scope.NODE, status=Status.FAIL, summary="2 rules",
@@ -224,7 +226,7 @@ def test_confirmation_evidence_and_control_codes() -> None:
 
 
 def test_fix_blocked_reasons() -> None:
-    from doctor.model import CheckResult
+    from doctor.core.model import CheckResult
 
     def result(safety: FixSafety | None, status: Status = Status.FAIL) -> CheckResult:
         fix = Fix("f", "t", safety) if safety else None
@@ -240,7 +242,7 @@ def test_fix_blocked_reasons() -> None:
 
 def test_node_only_check_never_imports_textual() -> None:
     code = (
-        "import sys; from doctor.cli import main; rc = main(['check', '--scope', 'node', "
+        "import sys; from doctor.ui.cli import main; rc = main(['check', '--scope', 'node', "
         f"'--bundle', {str(FIREWALLD_BUNDLE)!r}, '--format', 'json']); "
         "print('TEXTUAL', 'textual' in sys.modules, file=sys.stderr)"
     )

@@ -1,0 +1,16 @@
+"""The exceptions that carry a verdict: missing facts skip, broken facts error, bad usage
+exits 3."""
+
+from __future__ import annotations
+
+
+class FactMissing(Exception):
+    """A fact the check needs is not there: the check is ``skip`` with this reason."""
+
+
+class FactError(Exception):
+    """A fact exists but could not be read or parsed: the check is ``error``."""
+
+
+class UsageError(Exception):
+    """Bad command-line usage: one line on stderr, exit 3."""

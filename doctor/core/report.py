@@ -1,0 +1,139 @@
+"""The machine-readable outputs: the JSON report v1 and the Prometheus textfile."""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from doctor import __version__
+from doctor.core.model import CheckResult, Status, worst_status
+from doctor.core.sources import ClusterTarget
+
+SCHEMA_ID = "kdoctor/report/v1"
+STATUSES = [s.value for s in Status]
+
+
+@dataclass(frozen=True)
+class Target:
+    node: str | None
+    bundle: str | None
+    cluster: ClusterTarget | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "bundle": self.bundle,
+            "cluster": self.cluster.to_json() if self.cluster else None,
+        }
+
+
+def live_node_name() -> str:
+    return socket.gethostname()
+
+
+@dataclass(frozen=True)
+class Report:
+    target: Target
+    results: list[CheckResult]
+    generated_at: datetime
+
+    @property
+    def status(self) -> Status:
+        return worst_status([r.status for r in self.results])
+
+    def summary(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATUSES, 0)
+        for result in self.results:
+            counts[result.status.value] += 1
+        return counts
+
+    def to_json(self) -> dict[str, Any]:
+        overall = self.status
+        return {
+            "schema": SCHEMA_ID,
+            "kdoctor_version": __version__,
+            "generated_at": self.generated_at.isoformat().replace("+00:00", "Z"),
+            "target": self.target.to_json(),
+            "status": overall.value if overall is not Status.SKIP else "ok",
+            "summary": self.summary(),
+            "checks": [r.to_json() for r in self.results],
+        }
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@cache
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema shipped with the package (doctor/schemas/report-v1.json)."""
+    text = resources.files("doctor").joinpath("schemas/report-v1.json").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def render_json(report: Report) -> str:
+    return json.dumps(report.to_json(), indent=2, sort_keys=False) + "\n"
+
+
+def _label(value: str) -> str:
+    """Escape a Prometheus label value (backslash, double quote, newline)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render_prometheus(report: Report) -> str:
+    """node_exporter textfile: state sets like kube-state-metrics' phase metrics."""
+    lines = [
+        "# HELP kdoctor_check_status Current status of a kdoctor check (1 for the current one).",
+        "# TYPE kdoctor_check_status gauge",
+    ]
+    for r in report.results:
+        for status in STATUSES:
+            value = 1 if r.status.value == status else 0
+            lines.append(
+                f'kdoctor_check_status{{check="{_label(r.id)}",scope="{r.scope.value}",'
+                f'status="{status}"}} {value}'
+            )
+    lines += [
+        "# HELP kdoctor_check_findings Number of findings of a check, by severity.",
+        "# TYPE kdoctor_check_findings gauge",
+    ]
+    for r in report.results:
+        for severity in ("warn", "fail"):
+            count = sum(1 for f in r.findings if f.severity.value == severity)
+            lines.append(
+                f'kdoctor_check_findings{{check="{_label(r.id)}",severity="{severity}"}} {count}'
+            )
+    lines += [
+        "# HELP kdoctor_check_duration_seconds How long the check took.",
+        "# TYPE kdoctor_check_duration_seconds gauge",
+    ]
+    for r in report.results:
+        lines.append(
+            f'kdoctor_check_duration_seconds{{check="{_label(r.id)}"}} {r.duration_ms / 1000:g}'
+        )
+    lines += [
+        "# HELP kdoctor_run_timestamp_seconds When the run finished (Unix time).",
+        "# TYPE kdoctor_run_timestamp_seconds gauge",
+        f"kdoctor_run_timestamp_seconds {report.generated_at.timestamp():.3f}",
+        "# HELP kdoctor_run_status Overall status of the run (1 for the current one).",
+        "# TYPE kdoctor_run_status gauge",
+    ]
+    overall = report.status.value if report.status is not Status.SKIP else "ok"
+    for status in ("ok", "warn", "fail", "error"):
+        lines.append(f'kdoctor_run_status{{status="{status}"}} {1 if overall == status else 0}')
+    return "\n".join(lines) + "\n"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Temporary file + rename in the same directory: a reader never sees half a report."""
+    from doctor.core.files import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, text, 0o644)

@@ -1,0 +1,119 @@
+"""``kdoctor collect DIR``: write a bundle (format 1) from the live node.
+
+The bundle holds the same files and command outputs a check reads live, under the names
+``shared/spec/bundle-v1.md`` fixes, so ``kdoctor check --bundle DIR`` decides the same way.
+Collecting only reads; a fact that cannot be read is left out (the check will then ``skip``
+naming the missing file) and listed in the manifest's ``missing``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from doctor.core.errors import FactError, FactMissing
+from doctor.core.report import live_node_name
+from doctor.facts.node import LiveNodeFacts
+
+HOST_FILES = [
+    "/etc/os-release",
+    "/etc/sysconfig/docker",
+    "/etc/sysconfig/docker-storage",
+    "/etc/sysconfig/docker-storage-setup",
+    "/etc/sysconfig/docker-network",
+    "/etc/sysconfig/iptables",
+    "/etc/docker/daemon.json",
+    "/etc/default/docker",
+    "/run/containers/registries.conf",
+    "/run/systemd/system/docker.service",
+    "/usr/local/lib/systemd/system/docker.service",
+    "/usr/lib/systemd/system/docker.service",
+    "/lib/systemd/system/docker.service",
+    "/etc/systemd/system/docker.service",
+    "/proc/swaps",
+    "/proc/sys/net/ipv4/ip_forward",
+    "/proc/sys/net/bridge/bridge-nf-call-iptables",
+]
+HOST_GLOBS = [
+    "/etc/systemd/system/docker.service.d/*.conf",
+    "/usr/local/lib/systemd/system/docker.service.d/*.conf",
+    "/run/systemd/system/docker.service.d/*.conf",
+    "/usr/lib/systemd/system/docker.service.d/*.conf",
+    "/lib/systemd/system/docker.service.d/*.conf",
+    "/usr/lib/systemd/system/firewalld.service",
+    "/usr/lib/systemd/system/iptables.service",
+    "/usr/lib/systemd/system/kubelet.service",
+    "/usr/lib/systemd/system/containerd.service",
+    "/lib/systemd/system/kubelet.service",
+    "/lib/systemd/system/containerd.service",
+    "/lib/systemd/system/firewalld.service",
+    "/lib/systemd/system/iptables.service",
+    # Masks (links to /dev/null) and full overrides of the units the service checks read.
+    "/etc/systemd/system/firewalld.service",
+    "/etc/systemd/system/iptables.service",
+    "/etc/systemd/system/kubelet.service",
+    "/etc/systemd/system/containerd.service",
+    "/etc/systemd/system/*.wants/*",
+]
+SYSTEMD_UNITS = ["docker", "kubelet", "firewalld", "iptables", "containerd"]
+COMMANDS: list[tuple[str, list[str]]] = [
+    ("iptables-save.txt", ["iptables-save"]),
+    ("iptables-legacy-save.txt", ["iptables-legacy-save"]),
+    ("iptables-nft-save.txt", ["iptables-nft-save"]),
+    ("docker-info.json", ["docker", "info", "--format", "{{json .}}"]),
+]
+
+
+def collect_node(out: Path, root: Path = Path("/")) -> dict[str, Any]:
+    """Copy the node's files and command outputs into ``out``; return the manifest."""
+    facts = LiveNodeFacts(root)
+    host = out / "host"
+    copied: list[str] = []
+    missing: list[str] = []
+    paths = list(HOST_FILES)
+    for pattern in HOST_GLOBS:
+        matches = glob.glob(str(facts.host_path(pattern)))
+        paths.extend("/" + str(Path(m).relative_to(root)) for m in sorted(matches))
+    for path in paths:
+        source = facts.host_path(path)
+        if not (source.exists() or source.is_symlink()):
+            continue
+        target = host / PurePosixPath(path).relative_to("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if source.is_symlink():
+                target.unlink(missing_ok=True)
+                target.symlink_to(source.readlink())
+            else:
+                shutil.copyfile(source, target)
+            copied.append(path)
+        except OSError as exc:
+            missing.append(f"{path}: {exc.strerror or exc}")
+
+    commands = out / "commands"
+    commands.mkdir(parents=True, exist_ok=True)
+    wanted = list(COMMANDS)
+    if facts.systemd_running():
+        for unit in SYSTEMD_UNITS:
+            wanted.append((f"systemctl-show-{unit}.txt", ["systemctl", "show", unit, "--no-pager"]))
+    for name, argv in wanted:
+        try:
+            output = facts.command(name, argv)
+        except (FactMissing, FactError) as exc:
+            missing.append(f"commands/{name}: {exc}")
+            continue
+        (commands / name).write_text(output.stdout)
+
+    manifest: dict[str, Any] = {
+        "format": "kdoctor-bundle",
+        "version": 1,
+        "node": live_node_name(),
+        "collected_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "missing": missing,
+    }
+    (out / "kdoctor-bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

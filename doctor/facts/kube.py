@@ -1,0 +1,568 @@
+"""Kubernetes API facts: live through the ``kubernetes`` client (raw JSON), or a bundle.
+
+Large lists are read raw (``_preload_content``-style: the response bytes go straight to
+``json.loads``, skipping the client's model deserialisation, ~15x slower), paginated with
+``limit``/``continue`` and narrowed server-side with namespaces and selectors. Every list is
+cached for the run, so a fact several checks need is fetched once.
+
+This module imports ``kubernetes`` only inside :class:`LiveCluster`; node-only runs never
+load it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from doctor.core.errors import FactError, FactMissing
+from doctor.core.sources import ClusterFacts, ClusterTarget
+from doctor.facts.cluster import ClusterConfig
+
+PAGE_SIZE = 500
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One API resource kdoctor reads, and the bundle file that holds it."""
+
+    group: str  # "" for the core group
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def bundle_file(self) -> str:
+        return f"{self.plural}.json"
+
+    def candidates(self) -> list[Resource]:
+        """This resource, then the older group/versions a 1.6–1.15 server serves it under."""
+        return [self] + [
+            Resource(group, version, self.plural, self.kind, self.namespaced)
+            for group, version in OLDER_VERSIONS.get(self.plural, ())
+        ]
+
+    def at_version_of(self, obj: dict[str, Any]) -> Resource:
+        """The same resource at the group/version an object was read with (for writes)."""
+        api_version = str(obj.get("apiVersion") or "")
+        if not api_version:
+            return self
+        group, _, version = api_version.rpartition("/")
+        return Resource(group, version, self.plural, self.kind, self.namespaced)
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{quote(namespace)}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{quote(name)}"
+        return base
+
+
+#: kubeadm 1.6 serves DaemonSets only in extensions/v1beta1, Deployments in apps/v1beta1.
+OLDER_VERSIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "daemonsets": (("apps", "v1beta2"), ("extensions", "v1beta1")),
+    "deployments": (("apps", "v1beta2"), ("apps", "v1beta1"), ("extensions", "v1beta1")),
+    "replicasets": (("apps", "v1beta2"), ("extensions", "v1beta1")),
+    "endpointslices": (("discovery.k8s.io", "v1beta1"),),
+}
+
+PODS = Resource("", "v1", "pods", "Pod")
+SERVICES = Resource("", "v1", "services", "Service")
+ENDPOINTS = Resource("", "v1", "endpoints", "Endpoints")
+NODES = Resource("", "v1", "nodes", "Node", namespaced=False)
+CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
+SECRETS = Resource("", "v1", "secrets", "Secret")
+EVENTS = Resource("", "v1", "events", "Event")
+DAEMONSETS = Resource("apps", "v1", "daemonsets", "DaemonSet")
+DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
+REPLICASETS = Resource("apps", "v1", "replicasets", "ReplicaSet")
+ENDPOINTSLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
+
+ALL_RESOURCES = [
+    NODES, PODS, SERVICES, ENDPOINTS, DAEMONSETS, DEPLOYMENTS, REPLICASETS, CONFIGMAPS,
+    SECRETS, EVENTS, ENDPOINTSLICES,
+]  # fmt: skip
+
+
+class ApiError(FactError):
+    """The API refused or failed a request; ``status`` is the HTTP status (0: no answer)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- selectors (for bundles: the live server does this itself) ------------------------------
+
+_SET_EXPR = re.compile(r"^\s*([^\s!=]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
+
+
+def _split_selector(selector: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for char in selector:
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    if current.strip():
+        parts.append(current)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def label_selector_matches(selector: str | None, labels: dict[str, str]) -> bool:
+    """Kubernetes label selector semantics: =, ==, !=, in, notin, key, !key; comma is AND."""
+    if not selector:
+        return True
+    for term in _split_selector(selector):
+        match = _SET_EXPR.match(term)
+        if match:
+            key, op, values = match.groups()
+            options = {v.strip() for v in values.split(",") if v.strip()}
+            present = key in labels and labels[key] in options
+            if (op == "in") != present:
+                return False
+        elif "!=" in term:
+            key, value = (s.strip() for s in term.split("!=", 1))
+            if labels.get(key) == value:
+                return False
+        elif "=" in term:
+            key, value = (s.strip() for s in term.replace("==", "=").split("=", 1))
+            if labels.get(key) != value:
+                return False
+        elif term.startswith("!"):
+            if term[1:].strip() in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+def _field_value(obj: dict[str, Any], path: str) -> str:
+    value: Any = obj
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return "" if value is None else str(value)
+
+
+def field_selector_matches(selector: str | None, obj: dict[str, Any]) -> bool:
+    if not selector:
+        return True
+    for term in _split_selector(selector):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if _field_value(obj, key.strip()) == value.strip():
+                return False
+        else:
+            key, value = term.replace("==", "=").split("=", 1)
+            if _field_value(obj, key.strip()) != value.strip():
+                return False
+    return True
+
+
+# -- the facts ----------------------------------------------------------------------------
+
+
+class KubeFacts(ClusterFacts):
+    """Read-only API access shared by both backends; results cached per run."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple[Any, ...], threading.Lock] = {}
+        self._cache: dict[tuple[Any, ...], Any] = {}
+
+    def _cached(self, key: tuple[Any, ...], produce: Any) -> Any:
+        with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:  # concurrent checks asking the same thing wait for one fetch
+            if key not in self._cache:
+                try:
+                    self._cache[key] = ("ok", produce())
+                except (FactError, FactMissing) as exc:
+                    self._cache[key] = ("err", exc)
+            kind, value = self._cache[key]
+        if kind == "err":
+            raise value
+        return value
+
+    def invalidate(self) -> None:
+        """Forget what was read: after a fix wrote to the cluster, the re-check reads again."""
+        with self._lock:
+            self._cache.clear()
+            self._key_locks.clear()
+
+    def list_objects(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every object matching; each item has ``kind`` and ``apiVersion`` filled in."""
+        key = ("list", resource.plural, namespace, label_selector, field_selector)
+        items: list[dict[str, Any]] = self._cached(
+            key, lambda: self._list(resource, namespace, label_selector, field_selector)
+        )
+        return items
+
+    def get(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
+        key = ("get", resource.plural, namespace, name)
+        obj: dict[str, Any] | None = self._cached(key, lambda: self._get(resource, namespace, name))
+        return obj
+
+    def pod_log(
+        self,
+        namespace: str,
+        pod: str,
+        container: str,
+        tail_lines: int = 100,
+        timestamps: bool = False,
+    ) -> str:
+        """The container's last lines; with ``timestamps`` each starts with an RFC 3339 time
+        (live only: a bundle keeps logs as collected)."""
+        key = ("log", namespace, pod, container, tail_lines, timestamps)
+        text: str = self._cached(
+            key, lambda: self._pod_log(namespace, pod, container, tail_lines, timestamps)
+        )
+        return text
+
+    def server_version(self) -> tuple[int, int] | None:
+        """(major, minor) of the API server, when known."""
+        version = self.target.version if self.target else None
+        match = re.match(r"v?(\d+)\.(\d+)", version or "")
+        return (int(match.group(1)), int(match.group(2))) if match else None
+
+    def _list(
+        self, resource: Resource, ns: str | None, labels: str | None, fields: str | None
+    ) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _get(self, resource: Resource, ns: str | None, name: str) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def _pod_log(self, ns: str, pod: str, container: str, tail: int, stamps: bool) -> str:
+        raise NotImplementedError
+
+
+def _with_kind(items: list[dict[str, Any]], resource: Resource) -> list[dict[str, Any]]:
+    api_version = f"{resource.group}/{resource.version}" if resource.group else resource.version
+    for item in items:
+        item.setdefault("kind", resource.kind)
+        item.setdefault("apiVersion", api_version)
+    return items
+
+
+class BundleCluster(KubeFacts):
+    """``cluster/*.json`` of a bundle: ``kubectl get … -o json`` documents."""
+
+    def __init__(self, bundle: Path) -> None:
+        super().__init__()
+        self.root = bundle / "cluster"
+        self._target = self._read_target()
+
+    @property
+    def is_bundle(self) -> bool:
+        return True
+
+    @property
+    def target(self) -> ClusterTarget | None:
+        return self._target
+
+    def _read_target(self) -> ClusterTarget:
+        version = None
+        try:
+            doc = json.loads((self.root / "version.json").read_text())
+            server = doc.get("serverVersion", doc) if isinstance(doc, dict) else {}
+            version = server.get("gitVersion") if isinstance(server, dict) else None
+        except (OSError, ValueError):
+            pass
+        return ClusterTarget(context=None, server=None, version=version)
+
+    def _document(self, resource: Resource) -> list[dict[str, Any]]:
+        def load() -> list[dict[str, Any]]:
+            path = self.root / resource.bundle_file
+            try:
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError as exc:
+                raise FactMissing(f"the bundle has no cluster/{resource.bundle_file}") from exc
+            except (OSError, UnicodeDecodeError) as exc:
+                raise FactError(f"cluster/{resource.bundle_file}: {exc}") from exc
+            try:
+                doc = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise FactError(f"cluster/{resource.bundle_file}: invalid JSON: {exc}") from exc
+            items = doc.get("items") if isinstance(doc, dict) else None
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise FactError(f"cluster/{resource.bundle_file}: not a List document (no items)")
+            return _with_kind(items, resource)
+
+        doc: list[dict[str, Any]] = self._cached(("doc", resource.plural), load)
+        return doc
+
+    def _list(
+        self, resource: Resource, ns: str | None, labels: str | None, fields: str | None
+    ) -> list[dict[str, Any]]:
+        out = []
+        for item in self._document(resource):
+            meta = item.get("metadata") or {}
+            if ns and resource.namespaced and meta.get("namespace") != ns:
+                continue
+            if not label_selector_matches(labels, meta.get("labels") or {}):
+                continue
+            if not field_selector_matches(fields, item):
+                continue
+            out.append(item)
+        return out
+
+    def _get(self, resource: Resource, ns: str | None, name: str) -> dict[str, Any] | None:
+        for item in self._document(resource):
+            meta = item.get("metadata") or {}
+            if meta.get("name") == name and (
+                not resource.namespaced or meta.get("namespace") == ns
+            ):
+                return item
+        return None
+
+    def _pod_log(self, ns: str, pod: str, container: str, tail: int, stamps: bool) -> str:
+        path = self.root / "logs" / ns / pod / f"{container}.log"
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except FileNotFoundError as exc:
+            raise FactMissing(f"the bundle has no cluster/logs/{ns}/{pod}/{container}.log") from exc
+        return "\n".join(lines[-tail:])
+
+
+class LiveCluster(KubeFacts):
+    """The API server named by a kubeconfig (or in-cluster config)."""
+
+    def __init__(self, config: ClusterConfig, timeout: float) -> None:
+        super().__init__()
+        self.config = config
+        self.timeout = timeout
+        self._api: Any = None
+        self._broken: str | None = None
+        self._target_value: ClusterTarget | None = None
+        self._connect()
+
+    @property
+    def target(self) -> ClusterTarget | None:
+        return self._target_value
+
+    def _connect(self) -> None:
+        from kubernetes import client, config
+
+        context_name = self.config.context
+        server = None
+        try:
+            configuration = client.Configuration()
+            if self.config.in_cluster:
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+                context_name = context_name or "in-cluster"
+            else:
+                path = str(self.config.kubeconfig)
+                if context_name is None:
+                    _contexts, active = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+                        config_file=path
+                    )
+                    context_name = (active or {}).get("name")
+                config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=path, context=self.config.context,
+                    client_configuration=configuration, persist_config=False,
+                )  # fmt: skip
+            configuration.retries = 1
+            server = configuration.host
+            self._api = client.ApiClient(configuration)
+        except Exception as exc:  # the library raises ConfigException, ValueError, OSError…
+            self._broken = f"cannot load cluster configuration: {exc}"
+            self._target_value = ClusterTarget(context_name, server, None)
+            return
+        version = None
+        try:
+            doc = self._request_json("GET", "/version", verb="get", what="the server version")
+            version = doc.get("gitVersion") if isinstance(doc, dict) else None
+        except ApiError as exc:
+            # The node checks still run; every cluster check reports this reason as error.
+            self._broken = str(exc)
+        self._target_value = ClusterTarget(context_name, server, version)
+
+    def stream_request(
+        self, path: str, query: list[tuple[str, str]]
+    ) -> tuple[Any, str, dict[str, str]]:
+        """(client configuration, URL, headers with the credentials) of a GET that upgrades
+        to a WebSocket, such as pods/exec (:mod:`doctor.live.podexec`). Nothing is sent here."""
+        if self._broken:
+            raise ApiError(self._broken)
+        _method, url, headers, _body, _post = self._api.param_serialize(
+            method="GET", resource_path=path, query_params=query, header_params={},
+            auth_settings=["BearerToken"],
+        )  # fmt: skip
+        return self._api.configuration, url, dict(headers)
+
+    # -- HTTP ---------------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        verb: str = "get",
+        what: str = "",
+    ) -> tuple[int, bytes]:
+        """One raw HTTP call; raises ApiError with a reason a human can act on."""
+        import urllib3
+
+        if self._broken:
+            raise ApiError(self._broken)
+        url_path = path + ("?" + urlencode(query) if query else "")
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        try:
+            params = self._api.param_serialize(
+                method=method, resource_path=url_path, header_params=headers,
+                body=body, auth_settings=["BearerToken"],
+            )  # fmt: skip
+            response = self._api.call_api(*params, _request_timeout=(self.timeout, self.timeout))
+            data: bytes = response.read()
+        except urllib3.exceptions.MaxRetryError as exc:
+            raise ApiError(self._transport_reason(exc.reason)) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ApiError(self._transport_reason(exc)) from exc
+        status = int(response.status)
+        if status >= 400:
+            raise ApiError(self._status_reason(status, data, verb, what), status)
+        return status, data
+
+    def _transport_reason(self, exc: object) -> str:
+        import urllib3
+
+        host = self._api.configuration.host if self._api else "?"
+        text = str(exc)
+        if isinstance(exc, urllib3.exceptions.SSLError) or "SSL" in text or "certificate" in text:
+            return f"TLS failure talking to the API server {host}: {text}"
+        # NewConnectionError subclasses ConnectTimeoutError in urllib3: test it first.
+        if "refused" in text.lower() or isinstance(exc, urllib3.exceptions.NewConnectionError):
+            return f"the API server {host} is unreachable: {text}"
+        if isinstance(exc, urllib3.exceptions.TimeoutError) or "timed out" in text.lower():
+            return f"the API server {host} did not answer within {self.timeout:g}s"
+        return f"the API server {host} failed: {text}"
+
+    def _status_reason(self, status: int, data: bytes, verb: str, what: str) -> str:
+        message = ""
+        try:
+            doc = json.loads(data)
+            message = doc.get("message", "") if isinstance(doc, dict) else ""
+        except ValueError:
+            message = data[:200].decode("utf-8", "replace")
+        if status == 401:
+            return (
+                "401 Unauthorized: the API server rejected the credentials of "
+                f"{self.config.kubeconfig or 'the service account'}"
+            )
+        if status == 403:
+            return f"403 Forbidden: not allowed to {verb} {what}: {message}"
+        if status >= 500:
+            return f"API server error {status} on {verb} {what}: {message or 'no message'}"
+        return f"API error {status} on {verb} {what}: {message or 'no message'}"
+
+    def _request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        _status, data = self.request(method, path, **kwargs)
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise ApiError(f"invalid JSON from the API server ({method} {path}): {exc}") from exc
+
+    # -- reads ---------------------------------------------------------------------------
+    def _list(
+        self, resource: Resource, ns: str | None, labels: str | None, fields: str | None
+    ) -> list[dict[str, Any]]:
+        tried: list[str] = []
+        for candidate in resource.candidates():
+            try:
+                return self._list_at(candidate, ns, labels, fields)
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                tried.append(f"{candidate.group or 'core'}/{candidate.version}")
+        raise ApiError(
+            f"{resource.plural} are not served by this API server (404 for {', '.join(tried)})",
+            404,
+        )
+
+    def _list_at(
+        self, resource: Resource, ns: str | None, labels: str | None, fields: str | None
+    ) -> list[dict[str, Any]]:
+        where = f" in namespace {ns}" if ns else " in all namespaces"
+        what = f"{resource.plural}{where if resource.namespaced else ''}"
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            query = [("limit", str(PAGE_SIZE))]
+            if token:
+                query.append(("continue", token))
+            if labels:
+                query.append(("labelSelector", labels))
+            if fields:
+                query.append(("fieldSelector", fields))
+            doc = self._request_json("GET", resource.path(ns), query=query, verb="list", what=what)
+            if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
+                raise ApiError(f"unexpected answer listing {what}: not a List")
+            items.extend(doc["items"])
+            token = (doc.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return _with_kind(items, resource)
+
+    def _get(self, resource: Resource, ns: str | None, name: str) -> dict[str, Any] | None:
+        for candidate in resource.candidates():
+            try:
+                doc = self._request_json(
+                    "GET", candidate.path(ns, name), verb="get", what=f"{resource.plural}/{name}"
+                )
+            except ApiError as exc:
+                if exc.status == 404:
+                    continue  # not found, or not served at this version: try an older one
+                raise
+            return _with_kind([doc], candidate)[0] if isinstance(doc, dict) else None
+        return None
+
+    def _pod_log(self, ns: str, pod: str, container: str, tail: int, stamps: bool) -> str:
+        query = [("container", container), ("tailLines", str(tail))]
+        if stamps:
+            query.append(("timestamps", "true"))
+        _status, data = self.request(
+            "GET",
+            PODS.path(ns, pod) + "/log",
+            query=query,
+            verb="get",
+            what=f"pods/log of {ns}/{pod}",
+        )
+        return data.decode("utf-8", "replace")
+
+
+def open_live(config: ClusterConfig, timeout: float) -> LiveCluster:
+    return LiveCluster(config, timeout)
+
+
+def open_bundle_cluster(bundle: Path) -> ClusterFacts:
+    """The cluster part of a bundle (``cluster/``), or why there is none."""
+    if not (bundle / "cluster").is_dir():
+        return ClusterFacts(f"the bundle has no cluster/ directory ({bundle / 'cluster'})")
+    return BundleCluster(bundle)
+
+
+def open_live_cluster(config: ClusterConfig, timeout: float) -> ClusterFacts:
+    """Live API access through the kubeconfig or in-cluster config (imports kubernetes)."""
+    return LiveCluster(config, timeout)

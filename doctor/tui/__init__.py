@@ -1,6 +1,0 @@
-"""``kdoctor tui``: the interactive fixer (Textual).
-
-Only ``doctor.cli.cmd_tui`` imports this package, so node-only ``check`` runs never load
-textual. The pieces without textual (filters, plan colouring, the target and fix plumbing)
-live in :mod:`doctor.tui.logic` and :mod:`doctor.tui.backend` and are tested on their own.
-"""
