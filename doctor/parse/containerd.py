@@ -145,12 +145,11 @@ class ConfigFile:
         return value if isinstance(value, int) and value > 0 else 1
 
     def line(self, path: KeyPath) -> int | None:
-        found = line_of(self.lines, path)
-        if found is None or found == line_of(self.lines, path[:1]):
-            inside = [n for p, n in self.lines.items() if p[: len(path)] == path]
-            if inside:
-                return min(inside)
-        return found
+        """The key's line; for a table without its own header, its first key's line."""
+        if path in self.lines:
+            return self.lines[path]
+        inside = [n for p, n in self.lines.items() if p[: len(path)] == path]
+        return min(inside) if inside else line_of(self.lines, path)
 
     def located(self, path: KeyPath, value: Any) -> Located:
         return Located(value, self.path, self.line(path), path)
