@@ -50,7 +50,9 @@ def installed_containerd() -> tuple[int, int, int]:
     if shutil.which("containerd") is None:
         pytest.skip("containerd is not installed (Debian package containerd)")
     if os.geteuid() != 0:
-        pytest.skip("needs root: the fixture is bind-mounted on /etc/containerd in a private mount namespace")
+        pytest.skip(
+            "needs root: fixtures are bind-mounted on /etc/containerd in a private mount namespace"
+        )
     out = subprocess.run(["containerd", "--version"], capture_output=True, text=True, check=True)
     version = parse_containerd_version(out.stdout)
     assert version is not None, out.stdout
@@ -189,19 +191,20 @@ def test_containerd_versions() -> None:
         "containerd containerd.io 1.7.25 bcc810d6b9066471b0b6fa75f557a15a1cbf31bb"
     ) == (1, 7, 25)
     assert parse_containerd_version(
-        "containerd github.com/containerd/containerd/v2 v2.1.4 75cb2b7193e4e490e9fbdc236c0e811ccaba3376"
+        "containerd github.com/containerd/containerd/v2 v2.1.4 "
+        "75cb2b7193e4e490e9fbdc236c0e811ccaba3376"
     ) == (2, 1, 4)
     assert parse_containerd_version("garbage") is None
 
 
 def test_key_lines() -> None:
     text = (
-        'version = 2\n'
+        "version = 2\n"
         '[plugins."io.containerd.grpc.v1.cri"]\n'
-        '  cdi = [\n'
+        "  cdi = [\n"
         '    "a = b",\n'
-        '  ]\n'
-        '  x.y = { z = 1 }\n'
+        "  ]\n"
+        "  x.y = { z = 1 }\n"
         "  s = '''\n"
         "k = v\n"
         "'''\n"
@@ -219,7 +222,7 @@ def test_key_lines() -> None:
 
 def test_broken_toml_names_file_and_line() -> None:
     with pytest.raises(TomlSyntaxError) as info:
-        load_toml('version = 2\n[plugins\nx = 1\n', "/etc/containerd/config.toml")
+        load_toml("version = 2\n[plugins\nx = 1\n", "/etc/containerd/config.toml")
     assert str(info.value).startswith("/etc/containerd/config.toml:2: invalid TOML: ")
     with pytest.raises(TomlSyntaxError) as info:
         load_toml('version = 2\nimports = ["a",\n', "/etc/containerd/config.toml")

@@ -9,6 +9,7 @@ line of the table's own key (see :func:`line_of`).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tomllib
 from typing import Any
@@ -68,10 +69,8 @@ def _parse_key(text: str, index: int) -> tuple[list[str], int] | None:
                 return None
             raw = "".join(value)
             if char == '"':
-                try:
+                with contextlib.suppress(tomllib.TOMLDecodeError):
                     raw = tomllib.loads(f'k = "{raw}"')["k"]
-                except tomllib.TOMLDecodeError:
-                    pass
             parts.append(raw)
             index = end + 1
         else:
