@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from doctor.analysis.runtime import read_kubelet, version_text
 from doctor.core.context import CheckContext
 from doctor.core.errors import FactMissing
 from doctor.core.fix import Action, Fix, FixSafety
 from doctor.core.model import Finding, Scope, Severity, Verdict
 from doctor.core.registry import Check
 from doctor.core.sources import NodeFacts
-
-from doctor.analysis.runtime import read_kubelet, version_text
 from doctor.parse.kernel import (
     Assignment,
     active_swaps,

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 from doctor.core.errors import FactError, FactMissing
 from doctor.core.sources import NodeFacts
-
 from doctor.parse.kubelet import (
     CONFIG_PATH,
     FLAGS_FILES,

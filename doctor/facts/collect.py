@@ -18,6 +18,10 @@ from typing import Any
 from doctor.core.errors import FactError, FactMissing
 from doctor.core.report import live_node_name
 from doctor.facts.node import LiveNodeFacts
+from doctor.parse.containerd import CONFIG_PATH as CONTAINERD_CONFIG
+from doctor.parse.containerd import load_config, parse_containerd_version
+from doctor.parse.kernel import MODULES_DIRS, SYSCTL_DIRS
+from doctor.parse.toml_lines import TomlSyntaxError
 
 HOST_FILES = [
     "/etc/os-release",
@@ -37,6 +41,18 @@ HOST_FILES = [
     "/proc/swaps",
     "/proc/sys/net/ipv4/ip_forward",
     "/proc/sys/net/bridge/bridge-nf-call-iptables",
+    # the containerd node (2026-12): runtime, kubelet and kernel prerequisites
+    CONTAINERD_CONFIG,
+    "/var/lib/kubelet/config.yaml",
+    "/var/lib/kubelet/kubeadm-flags.env",
+    "/etc/default/kubelet",
+    "/etc/sysconfig/kubelet",
+    "/etc/sysctl.conf",
+    "/etc/modules",
+    "/etc/fstab",
+    "/proc/modules",
+    "/proc/sys/net/bridge/bridge-nf-call-ip6tables",
+    "/sys/fs/cgroup/cgroup.controllers",
 ]
 HOST_GLOBS = [
     "/etc/systemd/system/docker.service.d/*.conf",
@@ -58,6 +74,12 @@ HOST_GLOBS = [
     "/etc/systemd/system/kubelet.service",
     "/etc/systemd/system/containerd.service",
     "/etc/systemd/system/*.wants/*",
+    "/etc/containerd/certs.d/*/hosts.toml",
+    *(f"{directory}/*.conf" for directory in (*SYSCTL_DIRS, *MODULES_DIRS)),
+    "/etc/systemd/system/kubelet.service.d/*.conf",
+    "/usr/lib/systemd/system/kubelet.service.d/*.conf",
+    "/lib/systemd/system/kubelet.service.d/*.conf",
+    "/etc/systemd/system/containerd.service.d/*.conf",
 ]
 SYSTEMD_UNITS = ["docker", "kubelet", "firewalld", "iptables", "containerd"]
 COMMANDS: list[tuple[str, list[str]]] = [
@@ -65,6 +87,9 @@ COMMANDS: list[tuple[str, list[str]]] = [
     ("iptables-legacy-save.txt", ["iptables-legacy-save"]),
     ("iptables-nft-save.txt", ["iptables-nft-save"]),
     ("docker-info.json", ["docker", "info", "--format", "{{json .}}"]),
+    ("containerd-version.txt", ["containerd", "--version"]),
+    ("crictl-info.json", ["crictl", "info"]),
+    ("kubelet-version.txt", ["kubelet", "--version"]),
 ]
 
 
@@ -78,6 +103,7 @@ def collect_node(out: Path, root: Path = Path("/")) -> dict[str, Any]:
     for pattern in HOST_GLOBS:
         matches = glob.glob(str(facts.host_path(pattern)))
         paths.extend("/" + str(Path(m).relative_to(root)) for m in sorted(matches))
+    paths.extend(p for p in containerd_imports(facts) if p not in paths)
     for path in paths:
         source = facts.host_path(path)
         if not (source.exists() or source.is_symlink()):
@@ -97,6 +123,11 @@ def collect_node(out: Path, root: Path = Path("/")) -> dict[str, Any]:
     commands = out / "commands"
     commands.mkdir(parents=True, exist_ok=True)
     wanted = list(COMMANDS)
+    # ``containerd config dump`` reads the node's config.toml (under --root when given).
+    dump = ["containerd", "config", "dump"]
+    if root != Path("/"):
+        dump = ["containerd", "--config", str(facts.host_path(CONTAINERD_CONFIG)), "config", "dump"]
+    wanted.append(("containerd-config-dump.toml", dump))
     if facts.systemd_running():
         for unit in SYSTEMD_UNITS:
             wanted.append((f"systemctl-show-{unit}.txt", ["systemctl", "show", unit, "--no-pager"]))
@@ -117,3 +148,17 @@ def collect_node(out: Path, root: Path = Path("/")) -> dict[str, Any]:
     }
     (out / "kdoctor-bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def containerd_imports(facts: LiveNodeFacts) -> list[str]:
+    """The files config.toml's ``imports`` name (as containerd resolves them), to copy too."""
+    try:
+        version_text = facts.command("containerd-version.txt", ["containerd", "--version"]).stdout
+        version = parse_containerd_version(version_text)
+    except (FactMissing, FactError):
+        version = None
+    try:
+        config = load_config(facts, version)
+    except (TomlSyntaxError, FactError):
+        return []  # config.toml itself is copied; the check reports why it cannot be read
+    return [f.path for f in config.files[1:]] if config is not None else []

@@ -262,11 +262,10 @@ def _misplaced(config: ConfigFile) -> list[MisplacedKey]:
         if version >= 3 and full == CRI_V2 and isinstance(section, dict):
             for key in section:
                 if key not in CRI_V3_SERVER_KEYS:
-                    path = ("plugins", name, key)
-                    found.append(MisplacedKey(config.located(path, section[key]), 3, 2))
+                    key_path: KeyPath = ("plugins", name, key)
+                    found.append(MisplacedKey(config.located(key_path, section[key]), 3, 2))
         if version < 3 and full in (CRI_RUNTIME_V3, CRI_IMAGES_V3):
-            path = ("plugins", name)
-            found.append(MisplacedKey(config.located(path, section), version, 3))
+            found.append(MisplacedKey(config.located(("plugins", name), section), version, 3))
     return found
 
 
