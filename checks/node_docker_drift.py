@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from doctor.analysis.runtime import kubelet_runtime
 from doctor.core.context import CheckContext
 from doctor.core.errors import FactError, FactMissing
 from doctor.core.fix import Action, Fix, FixSafety
@@ -1075,6 +1076,9 @@ class DockerDrift(Check):
 
     def run(self, ctx: CheckContext) -> Verdict:
         node = ctx.node
+        runtime = kubelet_runtime(node)
+        if runtime.runtime is not None and runtime.runtime != "docker":
+            raise FactMissing(f"{runtime.reason}: Docker is not the node's container runtime")
         analysis = analyse(node)
         info = read_docker_info(node)
         daemon_json = analysis.daemon_json

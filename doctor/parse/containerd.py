@@ -234,6 +234,8 @@ def _migrate_leaf(path: KeyPath, file_version: int, target: int) -> KeyPath | No
     if path[:1] != ("plugins",) or len(path) < 2:
         return path
     plugin = path[1]
+    if file_version == 1 and target == 2 and "." in plugin:
+        return None  # containerd 1.x reads a version 1 file's plugins by short id ("cri")
     if file_version == 1:
         plugin = v1_plugin_name(plugin)
     rest = path[2:]
@@ -251,7 +253,7 @@ def _migrate_leaf(path: KeyPath, file_version: int, target: int) -> KeyPath | No
     return ("plugins", plugin, *rest)
 
 
-def _misplaced(config: ConfigFile) -> list[MisplacedKey]:
+def _misplaced(config: ConfigFile, target: int) -> list[MisplacedKey]:
     plugins = config.data.get("plugins")
     if not isinstance(plugins, dict):
         return []
@@ -264,6 +266,8 @@ def _misplaced(config: ConfigFile) -> list[MisplacedKey]:
                 if key not in CRI_V3_SERVER_KEYS:
                     key_path: KeyPath = ("plugins", name, key)
                     found.append(MisplacedKey(config.located(key_path, section[key]), 3, 2))
+        if version == 1 and "." in name and target == 2:
+            found.append(MisplacedKey(config.located(("plugins", name), section), 1, 2))
         if version < 3 and full in (CRI_RUNTIME_V3, CRI_IMAGES_V3):
             found.append(MisplacedKey(config.located(("plugins", name), section), version, 3))
     return found
@@ -339,7 +343,7 @@ def load_config(
             config = ConfigFile(current, body, load_toml(body, current), key_lines(body), parent)
         loaded.add(current)
         result.files.append(config)
-        result.misplaced.extend(_misplaced(config))
+        result.misplaced.extend(_misplaced(config, result.target_version))
         _merge(result, config)
         for imported in _resolve_imports(reader, config, major, result):
             pending.append((imported, config.path, config.located(("imports",), imported)))
