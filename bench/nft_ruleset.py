@@ -26,18 +26,59 @@ def ruleset_json(rules: int) -> str:
     items: list[dict[str, Any]] = [
         {"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
         {"table": {"family": "inet", "name": "filter", "handle": 1}},
-        {"chain": {"family": "inet", "table": "filter", "name": "input", "handle": 1,
-                   "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}},
-        {"chain": {"family": "inet", "table": "filter", "name": "forward", "handle": 2,
-                   "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}},
-    ]  # fmt: skip
+        {
+            "chain": {
+                "family": "inet",
+                "table": "filter",
+                "name": "input",
+                "handle": 1,
+                "type": "filter",
+                "hook": "input",
+                "prio": 0,
+                "policy": "accept",
+            }
+        },
+        {
+            "chain": {
+                "family": "inet",
+                "table": "filter",
+                "name": "forward",
+                "handle": 2,
+                "type": "filter",
+                "hook": "forward",
+                "prio": 0,
+                "policy": "accept",
+            }
+        },
+    ]
     for n in range(rules):
-        match = {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
-                 "right": 20000 + n % 40000}  # fmt: skip
-        items.append({"rule": {"family": "inet", "table": "filter", "chain": "input",
-                               "handle": 10 + n, "expr": [{"match": match}, {"accept": None}]}})  # fmt: skip
-    items.append({"rule": {"family": "inet", "table": "filter", "chain": "input",
-                           "handle": 10 + rules, "expr": [{"reject": None}]}})  # fmt: skip
+        match = {
+            "op": "==",
+            "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+            "right": 20000 + n % 40000,
+        }
+        items.append(
+            {
+                "rule": {
+                    "family": "inet",
+                    "table": "filter",
+                    "chain": "input",
+                    "handle": 10 + n,
+                    "expr": [{"match": match}, {"accept": None}],
+                }
+            }
+        )
+    items.append(
+        {
+            "rule": {
+                "family": "inet",
+                "table": "filter",
+                "chain": "input",
+                "handle": 10 + rules,
+                "expr": [{"reject": None}],
+            }
+        }
+    )
     return json.dumps({"nftables": items})
 
 
@@ -57,8 +98,10 @@ def main() -> None:
     blockers, unjudged = find_nft_blockers(ruleset, probes, PODS, managed=lambda t: False)
     done = time.perf_counter()
     print(f"rules: {ruleset.rule_count()}  json: {len(text) / 1e6:.1f} MB  probes: {len(probes)}")
-    print(f"parse: {parsed - start:.3f} s  evaluate: {done - parsed:.3f} s  "
-          f"total: {done - start:.3f} s")  # fmt: skip
+    print(
+        f"parse: {parsed - start:.3f} s  evaluate: {done - parsed:.3f} s  "
+        f"total: {done - start:.3f} s"
+    )
     print(f"blockers: {len(blockers)}  unjudged: {len(unjudged)}")
 
 

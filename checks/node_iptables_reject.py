@@ -32,6 +32,7 @@ from doctor.analysis.iptables_eval import (
     view_of,
     walk_chains,
 )
+from doctor.analysis.nft_eval import NftBlocker, NftUnjudged, WalkError, find_nft_blockers
 from doctor.core.context import CheckContext
 from doctor.core.errors import FactError, FactMissing
 from doctor.core.fix import Action, Fix, FixSafety
@@ -39,7 +40,14 @@ from doctor.core.model import Finding, Scope, Severity, Verdict
 from doctor.core.registry import Check
 from doctor.core.sources import CommandOutput, NodeFacts
 from doctor.parse.iptables import Rule, Ruleset, Token, parse_rule, parse_ruleset
-from fixes.base import WriteFile
+from doctor.parse.nft import (
+    NftRuleset,
+    NftTable,
+    parse_nft_ruleset,
+    script_chain_rules,
+    script_tables,
+)
+from fixes.base import Command, WriteFile
 from fixes.iptables import (
     DEFAULT_BACKEND,
     LEGACY_BACKEND,
@@ -50,6 +58,7 @@ from fixes.iptables import (
     KeepRule,
     SnapshotRuleset,
 )
+from fixes.nft import DeleteNftRule, SnapshotNftTable
 
 SYSCONFIG_IPTABLES = "/etc/sysconfig/iptables"
 
@@ -390,7 +399,10 @@ def read_rulesets(node: NodeFacts) -> tuple[list[RulesetSource], list[str]]:
     filters packets, so both are read and every one holding rules is analysed; the fix then
     uses that backend's own binaries.
     """
-    primary = node.command("iptables-save.txt", ["iptables-save"])
+    try:
+        primary: CommandOutput | None = node.command("iptables-save.txt", ["iptables-save"])
+    except FactMissing:
+        primary = None
     variants: list[tuple[IptablesBackend, CommandOutput]] = []
     notes: list[str] = []
     errors: list[FactError] = []
@@ -404,11 +416,13 @@ def read_rulesets(node: NodeFacts) -> tuple[list[RulesetSource], list[str]]:
             errors.append(exc)
             continue
         variants.append((backend, output))
-    if len(variants) + len(errors) < 2:
+    if len(variants) + len(errors) < 2 and primary is not None:
         sources = [
             RulesetSource(DEFAULT_BACKEND, primary, parse_ruleset(primary.stdout, primary.source))
         ]
         return sources, []
+    if not variants and not errors:
+        return [], []
     if not variants:
         raise errors[0]
     parsed = [
@@ -469,6 +483,16 @@ class IptablesReject(Check):
     `/etc/sysconfig/iptables` that is not live now but would block once iptables.service
     loads the file at boot is a warning.
 
+    Native nftables (`nft -j list ruleset`: firewalld's `table inet firewalld`, Debian's
+    `/etc/nftables.conf`, kube-proxy's nftables mode, Calico, Cilium) is judged as the kernel
+    runs it: every base chain on the input or forward hook, lowest priority first; an accept
+    ends only that chain, a drop or reject in any of them is final. iptables-nft's own tables
+    are judged from `iptables-nft-save` (once, not twice); a table iptables calls
+    "incompatible" is judged natively. Tables Kubernetes or a CNI write are their own
+    decision. A rule kdoctor cannot evaluate (an unknown expression, a set or verdict map it
+    cannot resolve, an `xt` match) that may drop the traffic is a warning naming the rule,
+    never an ok. Each finding names the backend, family, table, chain, handle and owner.
+
     ## Why it matters
     CentOS/RHEL 7 ship `-A INPUT -j REJECT --reject-with icmp-host-prohibited` and the same
     in FORWARD (iptables-services, or firewalld). Docker, kubeadm and Weave 1.x *append*
@@ -500,6 +524,14 @@ class IptablesReject(Check):
     target Kubernetes traffic by port or address were written on purpose and are left for a
     human (the plan says so): while one remains the re-check fails and the fix is rolled
     back. With firewalld or ufw, their next reload puts their rules back.
+
+    A native nft rule is deleted by handle (`nft delete rule FAMILY TABLE CHAIN handle N`,
+    after checking the handle still names that rule) once its table is saved; rollback
+    restores the table exactly from that save in one nft transaction. The deletion is
+    persisted where the owner keeps it: the same line removed from `/etc/nftables.conf`
+    (everything else and the mode unchanged). A firewalld table is never edited behind
+    firewalld's back: the fix opens the ports with `firewall-cmd --permanent --add-port=…`,
+    puts the overlay interface in zone trusted and reloads (undo removes them again).
     """
 
     id = "node.iptables.reject"
@@ -509,6 +541,12 @@ class IptablesReject(Check):
 
     def run(self, ctx: CheckContext) -> Verdict:
         sources, notes = read_rulesets(ctx.node)
+        nft = read_nft(ctx.node)
+        if not sources and nft is None:
+            raise FactMissing(
+                "neither iptables-save nor nft is there to read (not installed, or the "
+                "bundle has no commands/iptables-save.txt or commands/nft-ruleset.json)"
+            )
         sysconfig = read_sysconfig(ctx.node)
         pods = detect_pod_network(
             [s.ruleset for s in sources] + ([sysconfig.ruleset] if sysconfig else [])
@@ -551,13 +589,24 @@ class IptablesReject(Check):
         if sysconfig is not None:
             findings.extend(_boot_finding(b, sysconfig, pods) for b in boot_only)
 
-        fix = _build_fix(live, boot_only, sysconfig)
-        return Verdict.from_findings(
-            findings,
-            summary=_summary(live, boot_only, sysconfig),
-            ok_summary=_ok_summary(sources, probes, sysconfig),
-            fix=fix,
+        _add_nft_handles(findings, nft)
+        native = analyse_nft(nft, sources, probes, pods) if nft is not None else None
+        if native is not None:
+            findings.extend(native.findings())
+
+        fix = _build_fix(live, boot_only, sysconfig, native)
+        summary = "; ".join(
+            part
+            for part in (
+                _summary(live, boot_only, sysconfig),
+                native.summary() if native is not None else "",
+            )
+            if part
         )
+        ok_summary = _ok_summary(sources, probes, sysconfig) if sources else ""
+        if native is not None:
+            ok_summary = "; ".join(p for p in (ok_summary, native.ok_summary(probes)) if p)
+        return Verdict.from_findings(findings, summary=summary, ok_summary=ok_summary, fix=fix)
 
 
 # --------------------------------------------------------------------------------------
@@ -780,6 +829,7 @@ def _build_fix(
     live: Sequence[tuple[RulesetSource, list[Blocker]]],
     boot_only: Sequence[Blocker],
     sysconfig: SysconfigFile | None,
+    native: NftAnalysis | None = None,
 ) -> Fix | None:
     actions: list[Action] = []
     removed_specs: set[tuple[str, tuple[str, ...]]] = set()
@@ -805,6 +855,8 @@ def _build_fix(
             actions.append(
                 WriteFile(sysconfig.path, rewrite, old_content=sysconfig.text, mode=sysconfig.mode)
             )
+    if native is not None:
+        actions.extend(native.fix_actions())
     if not any(not isinstance(action, KeepRule) for action in actions):
         return None
     return Fix(
@@ -837,3 +889,391 @@ def _rewrite_sysconfig(
         return None
     lines = sysconfig.text.split("\n")
     return "\n".join(line for number, line in enumerate(lines, start=1) if number not in drop_lines)
+
+
+# --------------------------------------------------------------------------------------
+# Native nftables: firewalld, nftables.conf, kube-proxy's nftables mode, CNIs
+# --------------------------------------------------------------------------------------
+
+#: Where distros persist a native ruleset: Debian/Ubuntu load the first, RHEL the second.
+NFTABLES_SCRIPTS = ("/etc/nftables.conf", "/etc/sysconfig/nftables.conf")
+_IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
+
+#: Native tables that Kubernetes, a CNI or Docker write, by name prefix.
+_MANAGED_TABLES = (
+    ("kube-proxy", "kube-proxy (nftables mode)"),
+    ("calico", "Calico"),
+    ("cilium", "Cilium"),
+    ("antrea", "Antrea"),
+    ("flannel", "flannel"),
+    ("docker", "Docker"),
+    ("kube-", "Kubernetes"),
+)
+
+
+@dataclass(frozen=True)
+class NftScript:
+    """An nft script the distro loads at boot, and the tables it declares."""
+
+    path: str
+    text: str
+    mode: int
+    tables: frozenset[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class NftFacts:
+    output: CommandOutput
+    ruleset: NftRuleset
+    scripts: tuple[NftScript, ...]
+
+
+def read_nft(node: NodeFacts) -> NftFacts | None:
+    """``nft -j list ruleset`` and the boot scripts; None when nft is not there."""
+    try:
+        output = node.command("nft-ruleset.json", ["nft", "-j", "list", "ruleset"])
+    except FactMissing:
+        return None
+    ruleset = parse_nft_ruleset(output.stdout, output.source)
+    scripts: list[NftScript] = []
+    for path in NFTABLES_SCRIPTS:
+        text = node.read_text(path)
+        if text is None:
+            continue
+        try:
+            mode = os.stat(node.host_path(path)).st_mode & 0o7777
+        except OSError:
+            mode = 0o644
+        scripts.append(NftScript(path, text, mode, frozenset(script_tables(text))))
+    return NftFacts(output, ruleset, tuple(scripts))
+
+
+def nft_owner(table: NftTable, scripts: Sequence[NftScript]) -> tuple[str, bool]:
+    """Who writes a native table, and whether it is Kubernetes', a CNI's or Docker's."""
+    if table.name == "firewalld":
+        return "firewalld", False
+    for prefix, owner in _MANAGED_TABLES:
+        if table.name.startswith(prefix):
+            return owner, True
+    if any(chain.startswith("cali-") for chain in table.chains):
+        return "Calico", True
+    for script in scripts:
+        if table.key in script.tables:
+            return f"the distro's nftables.conf ({script.path})", False
+    if table.family in ("ip", "ip6") and table.name in _IPTABLES_TABLES:
+        return "iptables-nft (iptables rules the listing could not show as iptables)", False
+    return "local nftables rules (not Kubernetes, a CNI, Docker or a file loaded at boot)", False
+
+
+def iptables_covered_tables(
+    sources: Sequence[RulesetSource], nft: NftRuleset
+) -> set[tuple[str, str]]:
+    """The ``ip`` tables iptables-nft wrote and the iptables listing already showed.
+
+    Those are judged by the iptables evaluation (which knows their matches), so the native
+    walk leaves them out instead of judging the same rules twice. A table iptables-nft-save
+    called incompatible is not in its listing, so it is judged natively.
+    """
+    covered: set[tuple[str, str]] = set()
+    for source in sources:
+        if source.backend is LEGACY_BACKEND or source.ruleset.variant() == "legacy":
+            continue
+        for name in source.ruleset.tables:
+            table = nft.tables.get(("ip", name))
+            if table is not None and any(c.isupper() for c in "".join(table.chains)):
+                covered.add(("ip", name))
+    return covered
+
+
+@dataclass
+class NftAnalysis:
+    facts: NftFacts
+    blockers: list[NftBlocker]
+    unjudged: list[NftUnjudged]
+    pods: PodNetwork
+    skipped: set[tuple[str, str]]
+
+    def owner(self, table: NftTable) -> str:
+        return nft_owner(table, self.facts.scripts)[0]
+
+    def findings(self) -> list[Finding]:
+        found = [self._blocker_finding(b) for b in self.blockers]
+        found.extend(self._unjudged_finding(u) for u in self.unjudged)
+        return found
+
+    def _evidence(self, table: NftTable, chain: str, base: Any) -> dict[str, Any]:
+        return {
+            "backend": "nftables",
+            "family": table.family,
+            "table": table.name,
+            "chain": chain,
+            "base_chain": base.name,
+            "hook": base.hook,
+            "priority": base.priority,
+            "owner": self.owner(table),
+            "source": self.facts.output.source,
+        }
+
+    def _blocker_finding(self, blocker: NftBlocker) -> Finding:
+        evidence = self._evidence(blocker.table, blocker.chain, blocker.base)
+        verdict = blocker.verdict.describe() if blocker.verdict else "drop"
+        verb = "rejects" if verdict.startswith("reject") else "drops"
+        labels = ", ".join(p.label for p in blocker.probes)
+        evidence.update(
+            handle=blocker.rule.handle if blocker.rule else None,
+            rule=blocker.rule.text() if blocker.rule else f"policy {verdict}",
+            verdict=verdict,
+            blocks=[p.label for p in blocker.probes],
+            pod_cidr=f"{self.pods.cidr} ({self.pods.origin})",
+        )
+        if blocker.via:
+            evidence["reached_via"] = [
+                f"{r.chain} handle {r.handle}: {r.text()}" for r in blocker.via
+            ]
+        if blocker.hidden_behind:
+            evidence["hidden_behind"] = [b.describe() for b in blocker.hidden_behind]
+        where = (
+            f"nftables {blocker.table.family} {blocker.table.name} {blocker.chain}"
+            + (f" handle {blocker.rule.handle}" if blocker.rule else " policy")
+            + f", hook {blocker.base.hook} priority {blocker.base.priority}"
+        )
+        if blocker.rule is None:
+            message = (
+                f"{where}: the policy {verb} {labels}: nothing in {blocker.chain} accepts it first"
+            )
+            resource = f"nft {blocker.table.family} {blocker.table.name} {blocker.chain} policy"
+        else:
+            message = f"`{blocker.rule.text()}` ({where}) {verb} {labels}"
+            if blocker.hidden_behind:
+                message += (
+                    " once `"
+                    + "`, `".join(b.describe() for b in blocker.hidden_behind)
+                    + "` is gone"
+                )
+            resource = f"nft {blocker.rule.where}"
+        severity = Severity.FAIL
+        if blocker.unless:
+            severity = Severity.WARN
+            accepts = "; ".join(
+                f"`{rule.text()}` (handle {rule.handle})" for rule, _ in blocker.unless
+            )
+            message += f" unless it uses the interface those accept: {accepts}"
+            evidence["unless_accepted_by"] = [
+                f"{r.chain} handle {r.handle}: {r.text()}" for r, _ in blocker.unless
+            ]
+        return Finding(severity, message, resource, evidence, hint=self._hint(blocker))
+
+    def _hint(self, blocker: NftBlocker) -> str:
+        owner = self.owner(blocker.table)
+        if owner == "firewalld":
+            return (
+                "firewalld owns this table and rewrites it on every reload: open the ports with "
+                "`firewall-cmd --permanent --add-port=…` and put the overlay interface in zone "
+                "trusted (kdoctor fix does this), or stop and disable firewalld "
+                "(see node.firewalld)."
+            )
+        if blocker.rule is None:
+            return (
+                f"Add accept rules for the Kubernetes ports and the pod network to "
+                f"{blocker.table.family} {blocker.table.name} {blocker.chain}, where the table is "
+                "persisted, or make its policy accept."
+            )
+        delete = shlex.join(
+            ["nft", "delete", "rule", blocker.table.family, blocker.table.name, blocker.chain,
+             "handle", str(blocker.rule.handle)]
+        )  # fmt: skip
+        return (
+            f"Delete it (`{delete}`) and remove it from where it is persisted ({owner}); "
+            "`kdoctor fix node.iptables.reject --unsafe` does both with a backup."
+        )
+
+    def _unjudged_finding(self, item: NftUnjudged) -> Finding:
+        entry = item.uncertain
+        evidence = self._evidence(item.table, entry.rule.chain, item.base)
+        evidence.update(
+            handle=entry.rule.handle,
+            rule=entry.rule.text(),
+            could=entry.could.describe(),
+            reason=entry.reason,
+            blocks=[p.label for p in item.probes],
+            expr=list(entry.rule.expr),
+        )
+        labels = ", ".join(p.label for p in item.probes)
+        return Finding(
+            Severity.WARN,
+            f"kdoctor cannot evaluate `{entry.rule.text()}` (nftables {entry.rule.where}: "
+            f"{entry.reason}); it may {entry.could.describe()} {labels}",
+            f"nft {entry.rule.where}",
+            evidence,
+            hint="Read the rule and decide whether it can match Kubernetes traffic; "
+            "`nft -a list chain "
+            + f"{item.table.family} {item.table.name} {entry.rule.chain}` shows it.",
+        )
+
+    def summary(self) -> str:
+        certain = [b for b in self.blockers if b.certain]
+        parts = []
+        if certain:
+            where = ", ".join(
+                f"{b.table.family} {b.table.name} {b.chain}"
+                + (f" handle {b.rule.handle}" if b.rule else " policy")
+                for b in certain
+            )
+            count = len(certain)
+            parts.append(
+                f"{count} nftables rule{'s' if count != 1 else ''} block"
+                f"{'s' if count == 1 else ''} Kubernetes traffic ({where})"
+            )
+        conditional = len(self.blockers) - len(certain)
+        if conditional:
+            parts.append(
+                f"{conditional} nftables rule{'s' if conditional != 1 else ''} "
+                "block it on some interfaces"
+            )
+        if self.unjudged:
+            count = len(self.unjudged)
+            parts.append(
+                f"{count} nftables rule{'s' if count != 1 else ''} "
+                "kdoctor cannot evaluate may block it"
+            )
+        return "; ".join(parts)
+
+    def ok_summary(self, probes: Sequence[Probe]) -> str:
+        judged = [t for t in self.facts.ruleset.tables.values() if t.key not in self.skipped]
+        if not judged:
+            return "no native nftables tables"
+        names = ", ".join(f"{t.family} {t.name} ({self.owner(t)})" for t in judged)
+        return (
+            f"nothing in the native nftables tables blocks the {len(probes)} kinds of "
+            f"Kubernetes traffic: {names}"
+        )
+
+    def fix_actions(self) -> list[Action]:
+        """Per table: snapshot, delete each blocker by handle, persist where its owner does."""
+        actions: list[Action] = []
+        firewalld_probes: list[Probe] = []
+        by_table: dict[tuple[str, str], list[NftBlocker]] = {}
+        for blocker in self.blockers:
+            if not blocker.certain:
+                continue
+            if self.owner(blocker.table) == "firewalld":
+                firewalld_probes.extend(p for p in blocker.probes if p not in firewalld_probes)
+                continue
+            by_table.setdefault(blocker.table.key, []).append(blocker)
+        for blockers in by_table.values():
+            table = blockers[0].table
+            steps: list[Action] = []
+            deleted: list[NftBlocker] = []
+            for blocker in blockers:
+                if blocker.rule is None:
+                    steps.append(
+                        KeepRule(
+                            blocker.describe(),
+                            "a chain policy: accept the traffic where the table is persisted",
+                        )
+                    )
+                    continue
+                if any(
+                    d.rule is not None and d.rule.handle == blocker.rule.handle for d in deleted
+                ):
+                    continue
+                deleted.append(blocker)
+                steps.append(
+                    DeleteNftRule(table.family, table.name, blocker.chain, blocker.rule.handle,
+                                  blocker.rule.expr, blocker.rule.text())
+                )  # fmt: skip
+            if deleted:
+                actions.append(SnapshotNftTable(table.family, table.name))
+            actions.extend(steps)
+            if deleted:
+                actions.extend(self._persist(table, deleted))
+        if firewalld_probes:
+            actions.extend(_firewalld_actions(firewalld_probes))
+        return actions
+
+    def _persist(self, table: NftTable, deleted: Sequence[NftBlocker]) -> list[Action]:
+        script = next((s for s in self.facts.scripts if table.key in s.tables), None)
+        if script is None:
+            return [
+                KeepRule(
+                    f"table {table.family} {table.name}",
+                    "no file kdoctor knows loads it at boot: the deletion is not persisted",
+                )
+            ]
+        drop: set[int] = set()
+        for blocker in deleted:
+            assert blocker.rule is not None
+            spans = script_chain_rules(script.text, table.family, table.name, blocker.chain)
+            live = table.chains[blocker.chain].rules
+            if spans is None or len(spans) != len(live):
+                return [
+                    KeepRule(
+                        blocker.describe(),
+                        f"{script.path} does not hold chain {blocker.chain} as the kernel "
+                        "does: remove the rule there by hand",
+                    )
+                ]
+            first, last = spans[blocker.rule.position - 1]
+            drop.update(range(first, last + 1))
+        lines = script.text.split("\n")
+        content = "\n".join(
+            line for number, line in enumerate(lines, start=1) if number not in drop
+        )
+        return [WriteFile(script.path, content, old_content=script.text, mode=script.mode)]
+
+
+def _firewalld_actions(probes: Sequence[Probe]) -> list[Action]:
+    """Open what firewalld rejects through firewalld itself, never behind its back."""
+    ports = sorted(
+        {f"{p.dport}/{p.proto}" for p in probes if p.in_iface is None and p.out_iface is None}
+    )
+    bridges = sorted({p.in_iface or p.out_iface or "" for p in probes} - {""})
+    actions: list[Action] = []
+    if ports:
+        add = ["firewall-cmd", "--permanent", *(f"--add-port={port}" for port in ports)]
+        remove = ["firewall-cmd", "--permanent", *(f"--remove-port={port}" for port in ports)]
+        actions.append(Command(add, undo_argvs=[remove, ["firewall-cmd", "--reload"]]))
+    for bridge in bridges:
+        add = ["firewall-cmd", "--permanent", "--zone=trusted", f"--add-interface={bridge}"]
+        remove = ["firewall-cmd", "--permanent", "--zone=trusted", f"--remove-interface={bridge}"]
+        actions.append(Command(add, undo_argvs=[remove, ["firewall-cmd", "--reload"]]))
+    actions.append(Command(["firewall-cmd", "--reload"]))
+    return actions
+
+
+def _add_nft_handles(findings: Sequence[Finding], nft: NftFacts | None) -> None:
+    """Every iptables finding names its family, and (iptables-nft) the nft rule handle.
+
+    iptables-nft keeps each chain's rules in order in ``table ip filter``, so position N of
+    ``iptables -L CHAIN --line-numbers`` is the Nth rule nft lists for that chain.
+    """
+    table = nft.ruleset.tables.get(("ip", "filter")) if nft is not None else None
+    for finding in findings:
+        evidence = finding.evidence
+        evidence.setdefault("family", "ip")
+        handle = None
+        position = evidence.get("position")
+        backend = evidence.get("backend")  # live findings only: a file has no handles
+        live_nft = isinstance(backend, str) and "legacy" not in backend
+        if table is not None and isinstance(position, int) and live_nft:
+            chain = table.chains.get(str(evidence.get("chain")))
+            if chain is not None and 0 < position <= len(chain.rules):
+                handle = chain.rules[position - 1].handle
+        evidence.setdefault("handle", handle)
+
+
+def analyse_nft(
+    facts: NftFacts, sources: Sequence[RulesetSource], probes: Sequence[Probe], pods: PodNetwork
+) -> NftAnalysis:
+    skipped = iptables_covered_tables(sources, facts.ruleset)
+    try:
+        blockers, unjudged = find_nft_blockers(
+            facts.ruleset,
+            probes,
+            pods.cidr,
+            managed=lambda table: nft_owner(table, facts.scripts)[1],
+            skip_tables=skipped,
+        )
+    except WalkError as exc:
+        raise FactError(f"{facts.output.source}: {exc}") from exc
+    return NftAnalysis(facts, blockers, unjudged, pods, skipped)

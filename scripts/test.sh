@@ -5,8 +5,8 @@ set -eu
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=""
-    for pair in iptables:iptables dockerd:docker.io dnsmasq:dnsmasq-base busybox:busybox-static \
-                ip:iproute2 openssl:openssl tmux:tmux unshare:util-linux \
+    for pair in iptables:iptables nft:nftables dockerd:docker.io dnsmasq:dnsmasq-base \
+                busybox:busybox-static ip:iproute2 openssl:openssl tmux:tmux unshare:util-linux \
                 containerd:containerd; do
         tool="${pair%%:*}"; pkg="${pair#*:}"
         command -v "$tool" >/dev/null 2>&1 || missing="$missing $pkg"

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from doctor.analysis.iptables_eval import Fate, Probe
 from doctor.analysis.nft_eval import (
     NftBlocker,
     Tri,
@@ -21,7 +22,6 @@ from doctor.analysis.nft_eval import (
     hook_chains,
     walk_base_chain,
 )
-from doctor.iptables_eval import Fate, Probe
 from doctor.parse.nft import NftParseError, NftRuleset, parse_nft_ruleset, parse_priority
 from tests.conftest import FIXTURES
 
@@ -51,23 +51,42 @@ def table(family: str = "inet", name: str = "t") -> dict[str, Any]:
     return {"table": {"family": family, "name": name, "handle": 1}}
 
 
-def chain(name: str, hook: str | None = "input", prio: Any = 0, policy: str = "accept",
-          family: str = "inet", tname: str = "t") -> dict[str, Any]:  # fmt: skip
+def chain(
+    name: str,
+    hook: str | None = "input",
+    prio: Any = 0,
+    policy: str = "accept",
+    family: str = "inet",
+    tname: str = "t",
+) -> dict[str, Any]:
     body: dict[str, Any] = {"family": family, "table": tname, "name": name, "handle": 1}
     if hook:
         body.update(type="filter", hook=hook, prio=prio, policy=policy)
     return {"chain": body}
 
 
-def rule(chain_name: str, handle: int, *expr: Any, family: str = "inet", tname: str = "t") -> dict[str, Any]:  # fmt: skip
+def rule(
+    chain_name: str, handle: int, *expr: Any, family: str = "inet", tname: str = "t"
+) -> dict[str, Any]:
     return {
-        "rule": {"family": family, "table": tname, "chain": chain_name, "handle": handle,
-                 "expr": list(expr)}  # fmt: skip
+        "rule": {
+            "family": family,
+            "table": tname,
+            "chain": chain_name,
+            "handle": handle,
+            "expr": list(expr),
+        }
     }
 
 
 def dport(port: Any, proto: str = "tcp", op: str = "==") -> dict[str, Any]:
-    return {"match": {"op": op, "left": {"payload": {"protocol": proto, "field": "dport"}}, "right": port}}  # fmt: skip
+    return {
+        "match": {
+            "op": op,
+            "left": {"payload": {"protocol": proto, "field": "dport"}},
+            "right": port,
+        }
+    }
 
 
 def blockers(rs: NftRuleset, probes: list[Probe] = PROBES) -> list[NftBlocker]:
@@ -122,18 +141,25 @@ def test_empty_output_is_an_empty_ruleset() -> None:
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
-        ("table inet filter {\n}\n", "not JSON (expected `nft -j list ruleset` output): Expecting value at line 1 column 1"),
+        (
+            "table inet filter {\n}\n",
+            "not JSON (expected `nft -j list ruleset` output): Expecting value at line 1 column 1",
+        ),
         ('{"nftables": [{"table": {"family": "inet"', "not JSON"),
         ("[1, 2]", 'JSON without a top-level "nftables" list'),
-        ('{"nftables": [{"chain": {"family": "inet", "table": "x", "name": "c", "handle": 1}}]}',
-         "nftables[0] (chain) names table inet x, not listed"),
-        ('{"nftables": [{"table": {"family": "inet", "name": "x", "handle": 1}},'
-         '{"rule": {"family": "inet", "table": "x", "chain": "c", "handle": 2, "expr": []}}]}',
-         "is in chain 'c', not listed"),
+        (
+            '{"nftables": [{"chain": {"family": "inet", "table": "x", "name": "c", "handle": 1}}]}',
+            "nftables[0] (chain) names table inet x, not listed",
+        ),
+        (
+            '{"nftables": [{"table": {"family": "inet", "name": "x", "handle": 1}},'
+            '{"rule": {"family": "inet", "table": "x", "chain": "c", "handle": 2, "expr": []}}]}',
+            "is in chain 'c', not listed",
+        ),
         ('{"nftables": [{"table": {"family": "inet", "name": "x"}}]}', "has no 'handle' number"),
         ('{"nftables": ["table"]}', "nftables[0] is not an object with one key"),
     ],
-)  # fmt: skip
+)
 def test_bad_input_names_source_and_reason(text: str, reason: str) -> None:
     with pytest.raises(NftParseError) as caught:
         parse_nft_ruleset(text, "commands/nft-ruleset.json")
@@ -150,10 +176,15 @@ def test_firewalld_default_rejects_kubernetes_ports_at_filter_input() -> None:
     found = blockers(load("firewalld-rhel9.json"))
     inputs = [b for b in found if b.base.name == "filter_INPUT"]
     assert len(inputs) == 1
-    assert inputs[0].verdict is not None and inputs[0].verdict.describe() == "reject with icmpx admin-prohibited"
+    assert (
+        inputs[0].verdict is not None
+        and inputs[0].verdict.describe() == "reject with icmpx admin-prohibited"
+    )
     assert {p.label for p in inputs[0].probes} == {KUBELET.label, API.label}
     assert inputs[0].certain
-    forward = {(b.certain, p.label) for b in found if b.base.name == "filter_FORWARD" for p in b.probes}
+    forward = {
+        (b.certain, p.label) for b in found if b.base.name == "filter_FORWARD" for p in b.probes
+    }
     # Out to another node through eth0 the public zone forwards it (intra-zone forwarding),
     # so that block is conditional; into the pods it is certain.
     assert forward == {(False, POD_OUT.label), (True, POD_IN.label)}
@@ -224,9 +255,13 @@ def test_jump_return_goto_and_policy() -> None:
         rule("sub", 6, dport(6443), {"accept": None}),
         rule("zone", 7, dport(22), {"accept": None}),
     )
-    api = walk_base_chain(rs.tables[("inet", "t")].chains["in"], rs.tables[("inet", "t")], API, PODS)
+    api = walk_base_chain(
+        rs.tables[("inet", "t")].chains["in"], rs.tables[("inet", "t")], API, PODS
+    )
     assert api.fate is Fate.ACCEPTED and api.rule is not None and api.rule.handle == 6
-    kubelet = walk_base_chain(rs.tables[("inet", "t")].chains["in"], rs.tables[("inet", "t")], KUBELET, PODS)
+    kubelet = walk_base_chain(
+        rs.tables[("inet", "t")].chains["in"], rs.tables[("inet", "t")], KUBELET, PODS
+    )
     # goto zone: falling off zone's end returns to in's caller, i.e. the base chain ends: policy.
     assert kubelet.fate is Fate.BLOCKED and kubelet.rule is None
     assert kubelet.verdict is not None and kubelet.verdict.kind == "drop"
@@ -236,9 +271,17 @@ def test_verdict_maps_are_evaluated_when_their_key_is_known() -> None:
     rs = ruleset_of(
         table(),
         chain("in"),
-        rule("in", 2, {"vmap": {"key": {"payload": {"protocol": "tcp", "field": "dport"}},
-                                "data": {"set": [[22, {"accept": None}], [10250, {"drop": None}]]}}}),
-    )  # fmt: skip
+        rule(
+            "in",
+            2,
+            {
+                "vmap": {
+                    "key": {"payload": {"protocol": "tcp", "field": "dport"}},
+                    "data": {"set": [[22, {"accept": None}], [10250, {"drop": None}]]},
+                }
+            },
+        ),
+    )
     found = blockers(rs, [KUBELET, API])
     assert [(b.rule.handle if b.rule else 0, [p.label for p in b.probes]) for b in found] == [
         (2, [KUBELET.label])
@@ -249,11 +292,26 @@ def test_ip6_and_other_protocol_matches_never_hit_an_ipv4_tcp_probe() -> None:
     rs = ruleset_of(
         table(),
         chain("in"),
-        rule("in", 2, {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "saddr"}},
-                                 "right": {"prefix": {"addr": "::", "len": 0}}}}, {"drop": None}),
+        rule(
+            "in",
+            2,
+            {
+                "match": {
+                    "op": "==",
+                    "left": {"payload": {"protocol": "ip6", "field": "saddr"}},
+                    "right": {"prefix": {"addr": "::", "len": 0}},
+                }
+            },
+            {"drop": None},
+        ),
         rule("in", 3, dport(10250, proto="udp"), {"drop": None}),
-        rule("in", 4, {"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": "ipv6"}}, {"drop": None}),
-    )  # fmt: skip
+        rule(
+            "in",
+            4,
+            {"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": "ipv6"}},
+            {"drop": None},
+        ),
+    )
     assert blockers(rs, [KUBELET]) == []
 
 
@@ -271,14 +329,33 @@ def test_tables_of_other_families_do_not_see_ipv4() -> None:
     ("expr", "reason"),
     [
         ({"frobnicate": {"x": 1}}, "unknown expression 'frobnicate'"),
-        ({"match": {"op": "==", "left": {"payload": {"base": "th", "offset": 16, "len": 16}}, "right": 10250}},
-         "raw payload expression"),
-        ({"match": {"op": "==", "left": {"ip": "daddr"}, "right": "10.0.0.1"}}, "unknown expression 'ip'"),
-        ({"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": "@missing"}},
-         "set @missing is not in table t"),
+        (
+            {
+                "match": {
+                    "op": "==",
+                    "left": {"payload": {"base": "th", "offset": 16, "len": 16}},
+                    "right": 10250,
+                }
+            },
+            "raw payload expression",
+        ),
+        (
+            {"match": {"op": "==", "left": {"ip": "daddr"}, "right": "10.0.0.1"}},
+            "unknown expression 'ip'",
+        ),
+        (
+            {
+                "match": {
+                    "op": "==",
+                    "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                    "right": "@missing",
+                }
+            },
+            "set @missing is not in table t",
+        ),
         ({"xt": {"type": "match", "name": "recent"}}, "xt match recent (iptables-nft)"),
     ],
-)  # fmt: skip
+)
 def test_what_cannot_be_evaluated_is_reported_by_rule_never_passed(expr: Any, reason: str) -> None:
     rs = ruleset_of(table(), chain("in"), rule("in", 7, expr, {"drop": None}))
     found, unjudged = find_nft_blockers(rs, [KUBELET], PODS, managed=lambda t: False)
@@ -290,9 +367,17 @@ def test_a_verdict_map_it_cannot_resolve_is_reported() -> None:
     rs = ruleset_of(
         table(),
         chain("in"),
-        rule("in", 9, {"vmap": {"key": {"payload": {"base": "th", "offset": 16, "len": 16}},
-                                "data": {"set": [[10250, {"drop": None}]]}}}),
-    )  # fmt: skip
+        rule(
+            "in",
+            9,
+            {
+                "vmap": {
+                    "key": {"payload": {"base": "th", "offset": 16, "len": 16}},
+                    "data": {"set": [[10250, {"drop": None}]]},
+                }
+            },
+        ),
+    )
     _, unjudged = find_nft_blockers(rs, [KUBELET], PODS, managed=lambda t: False)
     assert [u.uncertain.rule.handle for u in unjudged] == [9]
     assert unjudged[0].uncertain.could.kind == "drop"
@@ -302,10 +387,14 @@ def test_managed_tables_decide_for_themselves() -> None:
     rs = ruleset_of(
         table("ip", "kube-proxy"),
         chain("filter-input", family="ip", tname="kube-proxy"),
-        rule("filter-input", 2, {"frobnicate": None}, {"drop": None}, family="ip", tname="kube-proxy"),
+        rule(
+            "filter-input", 2, {"frobnicate": None}, {"drop": None}, family="ip", tname="kube-proxy"
+        ),
         rule("filter-input", 3, dport(10250), {"reject": None}, family="ip", tname="kube-proxy"),
-    )  # fmt: skip
-    found, unjudged = find_nft_blockers(rs, [KUBELET], PODS, managed=lambda t: t.name == "kube-proxy")
+    )
+    found, unjudged = find_nft_blockers(
+        rs, [KUBELET], PODS, managed=lambda t: t.name == "kube-proxy"
+    )
     assert found == [] and unjudged == []
 
 
@@ -313,12 +402,45 @@ def test_interface_and_state_matches() -> None:
     rs = ruleset_of(
         table(),
         chain("in"),
-        rule("in", 2, {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}, {"drop": None}),
-        rule("in", 3, {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "lo"}}, {"drop": None}),
-        rule("in", 4, {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "weave"}}, {"drop": None}),
-        rule("in", 5, {"match": {"op": "==", "left": {"fib": {"flags": ["daddr"], "result": "type"}}, "right": "local"}},
-             {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}}, dport(10250), {"reject": None}),
-    )  # fmt: skip
+        rule(
+            "in",
+            2,
+            {
+                "match": {
+                    "op": "in",
+                    "left": {"ct": {"key": "state"}},
+                    "right": ["established", "related"],
+                }
+            },
+            {"drop": None},
+        ),
+        rule(
+            "in",
+            3,
+            {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "lo"}},
+            {"drop": None},
+        ),
+        rule(
+            "in",
+            4,
+            {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "weave"}},
+            {"drop": None},
+        ),
+        rule(
+            "in",
+            5,
+            {
+                "match": {
+                    "op": "==",
+                    "left": {"fib": {"flags": ["daddr"], "result": "type"}},
+                    "right": "local",
+                }
+            },
+            {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}},
+            dport(10250),
+            {"reject": None},
+        ),
+    )
     found = blockers(rs, [KUBELET])
     assert [b.rule.handle if b.rule else 0 for b in found] == [5]
 
@@ -336,7 +458,7 @@ def test_fifty_thousand_rules_parse_and_evaluate() -> None:
 
 def test_tri_is_shared_with_iptables() -> None:
     # One notion of "maybe" for both backends.
-    from doctor import iptables_eval
+    from doctor.analysis import iptables_eval
 
     assert Tri is iptables_eval.Tri
 

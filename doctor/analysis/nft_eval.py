@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from doctor.iptables_eval import Fate, Probe, Tri, address_matches, interface_matches
+from doctor.analysis.iptables_eval import Fate, Probe, Tri, address_matches, interface_matches
 from doctor.parse.nft import NftChain, NftRule, NftRuleset, NftTable, render_value
 
 #: nft families whose base chains an IPv4 packet traverses on the input/forward hooks.

@@ -25,6 +25,8 @@ from doctor.parse.toml_lines import TomlSyntaxError
 
 HOST_FILES = [
     "/etc/os-release",
+    "/etc/nftables.conf",
+    "/etc/sysconfig/nftables.conf",
     "/etc/sysconfig/docker",
     "/etc/sysconfig/docker-storage",
     "/etc/sysconfig/docker-storage-setup",
@@ -86,6 +88,7 @@ COMMANDS: list[tuple[str, list[str]]] = [
     ("iptables-save.txt", ["iptables-save"]),
     ("iptables-legacy-save.txt", ["iptables-legacy-save"]),
     ("iptables-nft-save.txt", ["iptables-nft-save"]),
+    ("nft-ruleset.json", ["nft", "-j", "list", "ruleset"]),
     ("docker-info.json", ["docker", "info", "--format", "{{json .}}"]),
     ("containerd-version.txt", ["containerd", "--version"]),
     ("crictl-info.json", ["crictl", "info"]),

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from doctor.core.errors import FactError
+
 #: Standard priority names (``nft(8)``, "PRIORITY"), for the families that take them.
 PRIORITY_NAMES: dict[str, int] = {
     "raw": -300,
@@ -29,8 +31,8 @@ BRIDGE_PRIORITY_NAMES: dict[str, int] = {"dstnat": -300, "filter": -200, "out": 
 _PRIORITY_TEXT = re.compile(r"^\s*([a-z]+)\s*(?:([+-])\s*(\d+))?\s*$")
 
 
-class NftParseError(ValueError):
-    """The text is not what ``nft -j list ruleset`` prints."""
+class NftParseError(FactError):
+    """The text is not what ``nft -j list ruleset`` prints (a :class:`FactError`: ``error``)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -397,3 +399,109 @@ def render_statement(statement: Any) -> str:
     if key == "queue":
         return "queue"
     return json.dumps(statement, sort_keys=True)
+
+
+# --------------------------------------------------------------------------------------
+# nft scripts (/etc/nftables.conf): which tables a file declares, where a chain's rules are
+# --------------------------------------------------------------------------------------
+
+_FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
+_TABLE_LINE = re.compile(
+    r"^\s*(?:add\s+|create\s+)?table\s+(?:(ip|ip6|inet|arp|bridge|netdev)\s+)?([\w.-]+)\s*(\{)?"
+)
+_CHAIN_LINE = re.compile(r"^\s*(?:add\s+)?chain\s+([\w./-]+|\"[^\"]+\")\s*\{")
+_CHAIN_PROPERTY = re.compile(r"^\s*(type|policy|comment|devices|flags|priority)\b")
+
+
+def _code(line: str) -> str:
+    """A script line without its comment (``#`` outside double quotes)."""
+    quoted = False
+    for index, char in enumerate(line):
+        if char == '"':
+            quoted = not quoted
+        elif char == "#" and not quoted:
+            return line[:index]
+    return line
+
+
+def _depth_change(code: str) -> int:
+    quoted, change = False, 0
+    for char in code:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted:
+            change += (char == "{") - (char == "}")
+    return change
+
+
+def script_tables(text: str) -> set[tuple[str, str]]:
+    """(family, name) of every table an nft script declares (family ``ip`` when omitted)."""
+    found: set[tuple[str, str]] = set()
+    for line in text.splitlines():
+        match = _TABLE_LINE.match(_code(line))
+        if match:
+            found.add((match.group(1) or "ip", match.group(2)))
+    return found
+
+
+def script_chain_rules(
+    text: str, family: str, table: str, chain: str
+) -> list[tuple[int, int]] | None:
+    """The (first, last) line numbers of each rule of CHAIN in ``table FAMILY TABLE { … }``.
+
+    None when the script does not hold that chain in that nested form, or writes it in a
+    way this reader does not take apart (several statements on one line, a chain declared
+    twice): the caller then leaves the file to a human instead of guessing.
+    """
+    spans: list[tuple[int, int]] = []
+    depth = 0
+    in_table = in_chain = seen = False
+    rule_start: int | None = None
+    continued = False
+    for number, line in enumerate(text.splitlines(), start=1):
+        code = _code(line)
+        stripped = code.strip()
+        if depth == 0:
+            match = _TABLE_LINE.match(code)
+            in_table = bool(
+                match
+                and match.group(3)
+                and (match.group(1) or "ip", match.group(2)) == (family, table)
+            )
+        elif depth == 1 and in_table:
+            match = _CHAIN_LINE.match(code)
+            name = match.group(1).strip('"') if match else None
+            if name == chain:
+                if seen or _depth_change(code) != 1:
+                    return None  # declared twice, or a one-line chain with rules in it
+                in_chain = seen = True
+                depth += 1
+                continue
+        elif depth >= 2 and in_chain:
+            if rule_start is None and depth == 2:
+                if not stripped or (stripped == "}" and not continued):
+                    pass
+                elif _CHAIN_PROPERTY.match(code):
+                    pass  # type … hook … priority …; policy …;
+                else:
+                    if ";" in stripped:
+                        return None
+                    rule_start = number
+            change = _depth_change(code)
+            if rule_start is not None:
+                ends = depth + change == 2 and not stripped.endswith("\\")
+                if ends:
+                    spans.append((rule_start, number))
+                    rule_start = None
+            continued = stripped.endswith("\\")
+        change = _depth_change(code)
+        depth += change
+        if depth < 0:
+            return None
+        if in_chain and depth < 2:
+            in_chain = False
+        if depth == 0:
+            in_table = False
+    if rule_start is not None or not seen:
+        return None
+    return spans
