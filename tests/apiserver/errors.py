@@ -214,8 +214,11 @@ def expired(message: str, continue_token: str | None = None) -> ApiError:
     return ApiError(410, "Expired", message, continue_token=continue_token)
 
 
-def generic(code: int, message: str | None = None) -> ApiError:
-    """Any other injected status, with the reason the client libraries map it to."""
+def generic(code: int, message: str | None = None, *, retry_after: int | None = None) -> ApiError:
+    """Any other injected status, with the reason the client libraries map it to.
+
+    429 and 503 carry ``Retry-After`` (and ``details.retryAfterSeconds``), 1 s unless
+    RETRY_AFTER says otherwise, as API Priority and Fairness sends them."""
     reasons = {
         400: ("BadRequest", "the server rejected our request for an unknown reason"),
         401: ("Unauthorized", "Unauthorized"),
@@ -243,6 +246,7 @@ def generic(code: int, message: str | None = None) -> ApiError:
     reason, default = reasons.get(
         code, ("Unknown" if code < 500 else "InternalError", f"injected status {code}")
     )
-    headers = {"Retry-After": "1"} if code in (429, 503) else None
-    details: dict[str, Any] | None = {"retryAfterSeconds": 1} if headers else {}
+    seconds = 1 if retry_after is None else retry_after
+    headers = {"Retry-After": str(seconds)} if code in (429, 503) else None
+    details: dict[str, Any] | None = {"retryAfterSeconds": seconds} if headers else {}
     return ApiError(code, reason, message or default, details, headers=headers)

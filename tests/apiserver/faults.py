@@ -38,6 +38,8 @@ class Fault:
     status: answer with this HTTP status and the matching Status body (401, 403, 500, ...).
     delay: seconds to wait before answering. hang: never answer (until the server stops).
     truncate: send half of the body, with a Content-Length that matches the cut body.
+    retry_after: the seconds a 429/503 answer asks the client to wait (``Retry-After``, 1 by
+    default), as API Priority and Fairness does when it sheds load.
     path: regex searched in the URL path; verb: a Kubernetes verb (get, list, watch, create,
     update, patch, delete, deletecollection) or an HTTP method in capitals; resource: "pods",
     "daemonsets" or "pods/log"; namespace: exact namespace. times: expire after N matches.
@@ -54,6 +56,7 @@ class Fault:
     times: int | None = None
     message: str | None = None
     user: str = "system:anonymous"
+    retry_after: int | None = None
     hits: int = field(default=0, compare=False)
 
     def matches(self, info: RequestInfo) -> bool:
@@ -87,6 +90,7 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {
     "times": int,
     "message": str,
     "user": str,
+    "retry_after": int,
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import builtins
 import contextlib
 import copy
@@ -112,18 +113,22 @@ class ListResult:
     continue_token: str | None = None
     remaining: int | None = None
 
-    def body(self) -> Obj:
+    def _head(self) -> Obj:
         list_meta: dict[str, Any] = {"resourceVersion": str(self.resource_version)}
         if self.continue_token:
             list_meta["continue"] = self.continue_token
             if self.remaining is not None:
                 list_meta["remainingItemCount"] = self.remaining
-        return {
-            "kind": self.rt.list_kind,
-            "apiVersion": self.rt.api_version,
-            "metadata": list_meta,
-            "items": [strip_type(o) for o in self.items],
-        }
+        return {"kind": self.rt.list_kind, "apiVersion": self.rt.api_version, "metadata": list_meta}
+
+    def body(self) -> Obj:
+        return dict(self._head(), items=[strip_type(o) for o in self.items])
+
+    def encoded(self, store: Store) -> bytes:
+        """The bytes of ``encode(self.body())``, joined from the store's per-object encodings."""
+        head = json.dumps(dict(self._head(), items=[]), separators=(",", ":"), ensure_ascii=False)
+        items = b",".join(store.encoded_item(o) for o in self.items)
+        return head[:-2].encode() + items + b"]}\n"
 
 
 @dataclass
@@ -315,20 +320,24 @@ class Registry:
         out: list[Obj] = []
         remaining = 0
         last_key = ""
-        for obj in items:
+
+        def key_of(obj: Obj) -> str:
             m = meta(obj)
-            key = sort_key(rt, m.get("namespace", ""), m.get("name", ""))
-            if start and key < start:
-                continue
-            if not (label_match(_labels(obj)) and field_match(obj)):
+            return sort_key(rt, m.get("namespace", ""), m.get("name", ""))
+
+        # Items are in key order: a continued page starts by bisection, not by a scan.
+        first = bisect.bisect_left(items, start, key=key_of) if start else 0
+        for index in range(first, len(items)):
+            obj = items[index]
+            if filtered and not (label_match(_labels(obj)) and field_match(obj)):
                 continue
             if limit and len(out) >= limit:
-                remaining += 1
-                if filtered:
-                    break
-                continue
+                # Unfiltered, every later item counts; filtered, the count is not known.
+                remaining = 1 if filtered else len(items) - index
+                break
             out.append(obj)
-            last_key = key
+        if out:
+            last_key = key_of(out[-1])
         result = ListResult(rt, rv, out)
         if remaining:
             result.continue_token = encode_continue(rv, last_key + "\x00")

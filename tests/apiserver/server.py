@@ -70,6 +70,8 @@ class RequestRecord:
     body: str
     time: float
     status: int = 0
+    #: Body bytes sent (0 for streamed answers: watch, exec).
+    bytes_out: int = 0
 
     @property
     def user_agent(self) -> str:
@@ -329,6 +331,7 @@ class _Handler(BaseHTTPRequestHandler):
         if response.stream is None and any(f.truncate for f in faults):
             response.body = response.body[: len(response.body) // 2]
         record.status = response.status
+        record.bytes_out = len(response.body)
         if response.upgrade is not None:
             self._upgrade(response)
             return
@@ -726,7 +729,7 @@ class ApiServer:
             return errors.not_found(route.rt, info.name)
         if code == 500:
             return errors.internal(fault.message or "injected fault")
-        return errors.generic(code, fault.message)
+        return errors.generic(code, fault.message, retry_after=fault.retry_after)
 
     def _control(self, method: str, segments: list[str], headers: Any, body: bytes) -> Response:
         """/_kdoctor/faults and /_kdoctor/requests: drive a CLI-run server from outside."""
@@ -879,12 +882,12 @@ class ApiServer:
                     continue_token=query.get("continue"),
                     resource_version=query.get("resourceVersion"),
                 )
-                body_obj = page.body()
                 if tables.wants_table(accept):
                     body_obj = tables.to_table(
-                        rt, page.items, body_obj["metadata"], query.get("includeObject", "Metadata")
+                        rt, page.items, page.body()["metadata"], query.get("includeObject", "Metadata")
                     )
-                return Response(200, encode(body_obj))
+                    return Response(200, encode(body_obj))
+                return Response(200, page.encoded(self.store))
             if method == "POST":
                 if rt.namespaced and not ns:
                     raise errors.method_not_allowed()
