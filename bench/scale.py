@@ -16,7 +16,7 @@ one client after the other:
    lists in a fresh Python process: the floor for reading them.
 
 The goal (issue 14): kdoctor <= 0.3 x the kubectl pair, peak RSS <= 250 MB, and the small size
-under a second. ``--kdoctor-repo`` runs another checkout's kdoctor too (e.g. main before the change).
+under a second. ``--kdoctor-repo DIR`` runs another checkout's kdoctor too (main, before a change).
 """
 
 from __future__ import annotations
@@ -80,9 +80,13 @@ def run_measured(
     with tempfile.NamedTemporaryFile() as out:
         start = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-c", LAUNCHER, out.name, *argv], env=env, cwd=cwd,
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            [sys.executable, "-c", LAUNCHER, out.name, *argv],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         wall = time.perf_counter() - start
         code, rss_kib = (int(x) for x in proc.stderr.split()[-2:])
         text = Path(out.name).read_text(encoding="utf-8", errors="replace")
@@ -108,6 +112,11 @@ def _check_of(user_agent: str) -> str:
     return user_agent.split("/", 1)[0] or "?"
 
 
+def _request_line(record: Any) -> str:
+    query = "&".join(f"{k}={v}" for k, v in sorted(record.query.items()) if k != "continue")
+    return f"{record.path}?{query}" if query else record.path
+
+
 def bench_size(nodes: int, pods: int, runs: int, other_repo: Path | None) -> dict[str, Any]:
     from tests.apiserver import ApiServer
 
@@ -119,29 +128,61 @@ def bench_size(nodes: int, pods: int, runs: int, other_repo: Path | None) -> dic
         (REPO / "fixtures/bundles/modern-coredns/cluster/version.json").read_text()
     )["serverVersion"] | {"gitVersion": "v1.29.4"}
     server.start()
-    print(f"\n== {nodes:,} nodes / {cluster.count('v1', 'pods'):,} pods "
-          f"({cluster.count('v1', 'pods', 'kube-system'):,} in kube-system); "
-          f"generated and loaded in {time.perf_counter() - started:.1f} s ==")  # fmt: skip
+    print(
+        f"\n== {nodes:,} nodes / {cluster.count('v1', 'pods'):,} pods "
+        f"({cluster.count('v1', 'pods', 'kube-system'):,} in kube-system); "
+        f"generated and loaded in {time.perf_counter() - started:.1f} s =="
+    )
     figures: dict[str, Any] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="kdoctor-scale-") as tmp:
             kubeconfig = server.write_kubeconfig(Path(tmp) / "kubeconfig")
             # Warm the server's per-object encodings, as a real API server's watch cache is
             # warm: no client should pay for the first serialisation of an object.
-            run_measured([sys.executable, "-c", PLAIN_FETCH, "127.0.0.1", str(server.port),
-                          str(server.token), str(server.ca_file)])  # fmt: skip
-            kdoctor = [sys.executable, "-m", "doctor", "check", "--scope", "cluster",
-                       "--no-probes", "--json", "--kubeconfig", str(kubeconfig)]  # fmt: skip
+            run_measured(
+                [
+                    sys.executable,
+                    "-c",
+                    PLAIN_FETCH,
+                    "127.0.0.1",
+                    str(server.port),
+                    str(server.token),
+                    str(server.ca_file),
+                ]
+            )
+            kdoctor = [
+                sys.executable,
+                "-m",
+                "doctor",
+                "check",
+                "--scope",
+                "cluster",
+                "--no-probes",
+                "--json",
+                "--kubeconfig",
+                str(kubeconfig),
+            ]
             clients: list[tuple[str, list[str], Path]] = [("kdoctor", kdoctor, REPO)]
             if other_repo is not None:
                 python = other_repo / ".venv" / "bin" / "python"
                 exe = str(python) if python.exists() else sys.executable
                 clients.append((f"kdoctor ({other_repo})", [exe, *kdoctor[1:]], other_repo))
-            kubectl = ["sh", "-c", f"kubectl --kubeconfig {kubeconfig} get pods -n kube-system "
-                       f"-o json >/dev/null && kubectl --kubeconfig {kubeconfig} get nodes "
-                       "-o json >/dev/null"]  # fmt: skip
-            plain = [sys.executable, "-c", PLAIN_FETCH, "127.0.0.1", str(server.port),
-                     str(server.token), str(server.ca_file)]  # fmt: skip
+            kubectl = [
+                "sh",
+                "-c",
+                f"kubectl --kubeconfig {kubeconfig} get pods -n kube-system "
+                f"-o json >/dev/null && kubectl --kubeconfig {kubeconfig} get nodes "
+                "-o json >/dev/null",
+            ]
+            plain = [
+                sys.executable,
+                "-c",
+                PLAIN_FETCH,
+                "127.0.0.1",
+                str(server.port),
+                str(server.token),
+                str(server.ca_file),
+            ]
             samples: dict[str, list[float]] = defaultdict(list)
             rss: dict[str, list[float]] = defaultdict(list)
             statuses: dict[str, dict[str, str]] = {}
@@ -169,8 +210,10 @@ def bench_size(nodes: int, pods: int, runs: int, other_repo: Path | None) -> dic
                     samples[label].append(wall)
                     rss[label].append(peak)
             kubectl_t = _median(samples["kubectl pair"])
-            print(f"{'client':<44} {'wall (median of ' + str(runs) + ')':>20} {'peak RSS':>10} "
-                  f"{'x kubectl':>10}")  # fmt: skip
+            print(
+                f"{'client':<44} {'wall (median of ' + str(runs) + ')':>20} {'peak RSS':>10} "
+                f"{'x kubectl':>10}"
+            )
             for label in [c[0] for c in clients] + ["kubectl pair", "plain fetch"]:
                 t = _median(samples[label])
                 print(f"{label:<44} {t:>18.2f} s {max(rss[label]):>7.0f} MB {t / kubectl_t:>9.2f}x")
@@ -186,12 +229,11 @@ def bench_size(nodes: int, pods: int, runs: int, other_repo: Path | None) -> dic
                 for check, count in sorted(by_check.items()):
                     print(f"  {check:<36} {count:>5} requests {bytes_by[check] / 1e6:>9.1f} MB")
                 total_bytes = sum(bytes_by.values())
-                print(f"  {'total':<36} {sum(by_check.values()):>5} requests "
-                      f"{total_bytes / 1e6:>9.1f} MB")  # fmt: skip
-                paths = Counter(
-                    f"{r.path}?{'&'.join(f'{k}={v}' for k, v in sorted(r.query.items()) if k != 'continue')}"
-                    for r in log[label]
-                )  # fmt: skip
+                print(
+                    f"  {'total':<36} {sum(by_check.values()):>5} requests "
+                    f"{total_bytes / 1e6:>9.1f} MB"
+                )
+                paths = Counter(_request_line(r) for r in log[label])
                 for path, count in sorted(paths.items()):
                     print(f"    {count:>4} x {path}")
                 print("  verdicts: " + ", ".join(f"{k} {v}" for k, v in statuses[label].items()))
@@ -203,7 +245,9 @@ def bench_size(nodes: int, pods: int, runs: int, other_repo: Path | None) -> dic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--size", action="append", help="NODESxPODS (repeatable)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--kdoctor-repo", type=Path, help="also run the kdoctor of this checkout")
@@ -216,9 +260,11 @@ def main() -> None:
     print("\n== goals (issue 14) ==")
     for size, fig in results.items():
         k, ref = fig["kdoctor"], fig["kubectl pair"]
-        print(f"{size}: kdoctor {k['wall_s']:.2f} s = {k['wall_s'] / ref['wall_s']:.2f}x the kubectl "
-              f"pair (goal <= 0.3x), peak RSS {k['rss_mb']:.0f} MB (goal <= 250 MB), "
-              f"{k['requests']} requests, {k['bytes'] / 1e6:.1f} MB read")  # fmt: skip
+        print(
+            f"{size}: kdoctor {k['wall_s']:.2f} s = {k['wall_s'] / ref['wall_s']:.2f}x the kubectl "
+            f"pair (goal <= 0.3x), peak RSS {k['rss_mb']:.0f} MB (goal <= 250 MB), "
+            f"{k['requests']} requests, {k['bytes'] / 1e6:.1f} MB read"
+        )
 
 
 if __name__ == "__main__":

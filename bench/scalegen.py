@@ -90,9 +90,14 @@ def _fields_of(obj: Any) -> Any:
 
 def _pod_managed_fields(pod: Obj, controller: str) -> list[Obj]:
     return [
-        _managed(controller, "Update", None, _fields_of({"metadata": pod["metadata"], "spec": pod["spec"]})),
+        _managed(
+            controller,
+            "Update",
+            None,
+            _fields_of({"metadata": pod["metadata"], "spec": pod["spec"]}),
+        ),
         _managed("kubelet", "Update", "status", _fields_of({"status": pod["status"]})),
-    ]  # fmt: skip
+    ]
 
 
 class Cluster:
@@ -113,7 +118,9 @@ class Cluster:
 
     def count(self, api_version: str, resource: str, namespace: str | None = None) -> int:
         items = self.objects.get((api_version, resource), [])
-        return sum(1 for o in items if namespace is None or o["metadata"].get("namespace") == namespace)
+        return sum(
+            1 for o in items if namespace is None or o["metadata"].get("namespace") == namespace
+        )
 
     # ------------------------------------------------------------------ building
     def _build(self) -> None:
@@ -126,12 +133,16 @@ class Cluster:
 
     def _namespace(self, name: str) -> Obj:
         return {
-            "metadata": {"name": name, "uid": _uid("ns", name), "resourceVersion": "10",
-                         "creationTimestamp": CREATED,
-                         "labels": {"kubernetes.io/metadata.name": name}},
+            "metadata": {
+                "name": name,
+                "uid": _uid("ns", name),
+                "resourceVersion": "10",
+                "creationTimestamp": CREATED,
+                "labels": {"kubernetes.io/metadata.name": name},
+            },
             "spec": {"finalizers": ["kubernetes"]},
             "status": {"phase": "Active"},
-        }  # fmt: skip
+        }
 
     def _nodes(self) -> None:
         base = _template("nodes", "worker-1")
@@ -149,21 +160,25 @@ class Cluster:
             )
         ]
         shared_status = {
-            k: base["status"][k]
-            for k in ("allocatable", "capacity", "daemonEndpoints", "nodeInfo")
+            k: base["status"][k] for k in ("allocatable", "capacity", "daemonEndpoints", "nodeInfo")
         }
         managed = [
             _managed("kubeadm", "Update", None, _fields_of({"metadata": base["metadata"]})),
             _managed("kube-controller-manager", "Update", None, _fields_of({"spec": base["spec"]})),
             _managed("kubelet", "Update", "status", _fields_of({"status": base["status"]})),
-        ]  # fmt: skip
+        ]
         conditions_ok = base["status"]["conditions"]
         conditions_unknown = [
-            dict(c, status="Unknown", reason="NodeStatusUnknown",
-                 message="Kubelet stopped posting node status.")
-            if c["type"] != "NetworkUnavailable" else c
+            dict(
+                c,
+                status="Unknown",
+                reason="NodeStatusUnknown",
+                message="Kubelet stopped posting node status.",
+            )
+            if c["type"] != "NetworkUnavailable"
+            else c
             for c in conditions_ok
-        ]  # fmt: skip
+        ]
         for i, name in enumerate(self.node_names):
             ip = f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
             labels = dict(base["metadata"]["labels"], **{"kubernetes.io/hostname": name})
@@ -177,11 +192,17 @@ class Cluster:
             conditions = conditions_unknown if name == self.broken_node else conditions_ok
             if name == self.broken_node:
                 spec["taints"] = [
-                    {"effect": "NoSchedule", "key": "node.kubernetes.io/unreachable",
-                     "timeAdded": HEARTBEAT},
-                    {"effect": "NoExecute", "key": "node.kubernetes.io/unreachable",
-                     "timeAdded": HEARTBEAT},
-                ]  # fmt: skip
+                    {
+                        "effect": "NoSchedule",
+                        "key": "node.kubernetes.io/unreachable",
+                        "timeAdded": HEARTBEAT,
+                    },
+                    {
+                        "effect": "NoExecute",
+                        "key": "node.kubernetes.io/unreachable",
+                        "timeAdded": HEARTBEAT,
+                    },
+                ]
             node = {
                 "metadata": {
                     "annotations": base["metadata"]["annotations"],
@@ -195,17 +216,23 @@ class Cluster:
                 "spec": spec,
                 "status": dict(
                     shared_status,
-                    addresses=[{"address": ip, "type": "InternalIP"},
-                               {"address": name, "type": "Hostname"}],
+                    addresses=[
+                        {"address": ip, "type": "InternalIP"},
+                        {"address": name, "type": "Hostname"},
+                    ],
                     conditions=conditions,
                     images=images,
                 ),
-            }  # fmt: skip
+            }
             self.add("v1", "nodes", node)
 
     def _daemonset_pods(self, ds: Obj, first_rv: int) -> None:
-        template = _template("pods", {"kube-proxy": "kube-proxy-8xkqz",
-                                      "calico-node": "calico-node-6jd2f"}[ds["metadata"]["name"]])  # fmt: skip
+        template = _template(
+            "pods",
+            {"kube-proxy": "kube-proxy-8xkqz", "calico-node": "calico-node-6jd2f"}[
+                ds["metadata"]["name"]
+            ],
+        )
         name = ds["metadata"]["name"]
         owner = [dict(template["metadata"]["ownerReferences"][0], uid=ds["metadata"]["uid"])]
         managed = _pod_managed_fields(template, "kube-controller-manager")
@@ -215,35 +242,50 @@ class Cluster:
             if node == self.broken_node:
                 status["conditions"] = [
                     dict(c, status="False", lastTransitionTime=HEARTBEAT)
-                    if c["type"] in ("Ready", "ContainersReady") else c
+                    if c["type"] in ("Ready", "ContainersReady")
+                    else c
                     for c in template["status"]["conditions"]
-                ]  # fmt: skip
+                ]
                 status["containerStatuses"] = [
                     dict(cs, ready=False) for cs in template["status"]["containerStatuses"]
                 ]
             spec = dict(template["spec"], nodeName=node)
-            self.add("v1", "pods", {
-                "metadata": dict(template["metadata"], name=pod_name, uid=_uid("pod", pod_name),
-                                 resourceVersion=str(first_rv + i), ownerReferences=owner,
-                                 managedFields=managed),
-                "spec": spec,
-                "status": status,
-            })  # fmt: skip
+            self.add(
+                "v1",
+                "pods",
+                {
+                    "metadata": dict(
+                        template["metadata"],
+                        name=pod_name,
+                        uid=_uid("pod", pod_name),
+                        resourceVersion=str(first_rv + i),
+                        ownerReferences=owner,
+                        managedFields=managed,
+                    ),
+                    "spec": spec,
+                    "status": status,
+                },
+            )
 
     def _kube_system(self) -> int:
         n = self.nodes
         for ds_name, first_rv in (("kube-proxy", 10_000_000), ("calico-node", 20_000_000)):
             ds = _template("daemonsets", ds_name)
             ds["status"] = dict(
-                ds["status"], currentNumberScheduled=n, desiredNumberScheduled=n,
-                numberAvailable=n - 1, numberReady=n - 1, updatedNumberScheduled=n,
+                ds["status"],
+                currentNumberScheduled=n,
+                desiredNumberScheduled=n,
+                numberAvailable=n - 1,
+                numberReady=n - 1,
+                updatedNumberScheduled=n,
                 numberUnavailable=1,
-            )  # fmt: skip
+            )
             self.add("apps/v1", "daemonsets", ds)
             self._daemonset_pods(ds, first_rv)
         for resource, name in (
-            ("deployments", "coredns"), ("replicasets", "coredns-76f75df574"),
-        ):  # fmt: skip
+            ("deployments", "coredns"),
+            ("replicasets", "coredns-76f75df574"),
+        ):
             self.add("apps/v1", resource, _template(resource, name))
         for name in ("coredns-76f75df574-9lmsx", "coredns-76f75df574-qhx4c"):
             pod = _template("pods", name)
@@ -275,50 +317,107 @@ class Cluster:
 
     def _pull_secret(self, ns: str, name: str, server: str) -> Obj:
         auth = base64.b64encode(b"ci:not-a-real-password").decode()
-        config = {"auths": {server: {"username": "ci", "password": "not-a-real-password",
-                                     "auth": auth}}}  # fmt: skip
+        config = {
+            "auths": {server: {"username": "ci", "password": "not-a-real-password", "auth": auth}}
+        }
         return {
-            "metadata": {"name": name, "namespace": ns, "uid": _uid("secret", ns, name),
-                         "resourceVersion": "500", "creationTimestamp": CREATED},
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "uid": _uid("secret", ns, name),
+                "resourceVersion": "500",
+                "creationTimestamp": CREATED,
+            },
             "type": "kubernetes.io/dockerconfigjson",
             "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()},
-        }  # fmt: skip
+        }
 
     def _app_template(self, ns: str, app: str, image: str, secret: str | None) -> Obj:
         spec: Obj = {
-            "containers": [{
-                "name": app, "image": image, "imagePullPolicy": "IfNotPresent",
-                "ports": [{"containerPort": 8080, "name": "http", "protocol": "TCP"}],
-                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
-                              "limits": {"memory": "256Mi"}},
-                "env": [{"name": "APP", "value": app}, {"name": "LOG_LEVEL", "value": "info"}],
-                "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080, "scheme": "HTTP"},
-                                   "periodSeconds": 10, "timeoutSeconds": 1,
-                                   "successThreshold": 1, "failureThreshold": 3},
-                "terminationMessagePath": "/dev/termination-log",
-                "terminationMessagePolicy": "File",
-                "volumeMounts": [{"mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
-                                  "name": "kube-api-access", "readOnly": True}],
-            }],
-            "dnsPolicy": "ClusterFirst", "enableServiceLinks": True,
-            "preemptionPolicy": "PreemptLowerPriority", "priority": 0,
-            "restartPolicy": "Always", "schedulerName": "default-scheduler",
-            "securityContext": {}, "serviceAccount": "default", "serviceAccountName": "default",
+            "containers": [
+                {
+                    "name": app,
+                    "image": image,
+                    "imagePullPolicy": "IfNotPresent",
+                    "ports": [{"containerPort": 8080, "name": "http", "protocol": "TCP"}],
+                    "resources": {
+                        "requests": {"cpu": "100m", "memory": "128Mi"},
+                        "limits": {"memory": "256Mi"},
+                    },
+                    "env": [{"name": "APP", "value": app}, {"name": "LOG_LEVEL", "value": "info"}],
+                    "readinessProbe": {
+                        "httpGet": {"path": "/ready", "port": 8080, "scheme": "HTTP"},
+                        "periodSeconds": 10,
+                        "timeoutSeconds": 1,
+                        "successThreshold": 1,
+                        "failureThreshold": 3,
+                    },
+                    "terminationMessagePath": "/dev/termination-log",
+                    "terminationMessagePolicy": "File",
+                    "volumeMounts": [
+                        {
+                            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                            "name": "kube-api-access",
+                            "readOnly": True,
+                        }
+                    ],
+                }
+            ],
+            "dnsPolicy": "ClusterFirst",
+            "enableServiceLinks": True,
+            "preemptionPolicy": "PreemptLowerPriority",
+            "priority": 0,
+            "restartPolicy": "Always",
+            "schedulerName": "default-scheduler",
+            "securityContext": {},
+            "serviceAccount": "default",
+            "serviceAccountName": "default",
             "terminationGracePeriodSeconds": 30,
             "tolerations": [
-                {"effect": "NoExecute", "key": "node.kubernetes.io/not-ready",
-                 "operator": "Exists", "tolerationSeconds": 300},
-                {"effect": "NoExecute", "key": "node.kubernetes.io/unreachable",
-                 "operator": "Exists", "tolerationSeconds": 300},
+                {
+                    "effect": "NoExecute",
+                    "key": "node.kubernetes.io/not-ready",
+                    "operator": "Exists",
+                    "tolerationSeconds": 300,
+                },
+                {
+                    "effect": "NoExecute",
+                    "key": "node.kubernetes.io/unreachable",
+                    "operator": "Exists",
+                    "tolerationSeconds": 300,
+                },
             ],
-            "volumes": [{"name": "kube-api-access", "projected": {"defaultMode": 420, "sources": [
-                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
-                {"configMap": {"name": "kube-root-ca.crt",
-                               "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {
-                    "apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
-            ]}}],
-        }  # fmt: skip
+            "volumes": [
+                {
+                    "name": "kube-api-access",
+                    "projected": {
+                        "defaultMode": 420,
+                        "sources": [
+                            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                            {
+                                "configMap": {
+                                    "name": "kube-root-ca.crt",
+                                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                                }
+                            },
+                            {
+                                "downwardAPI": {
+                                    "items": [
+                                        {
+                                            "path": "namespace",
+                                            "fieldRef": {
+                                                "apiVersion": "v1",
+                                                "fieldPath": "metadata.namespace",
+                                            },
+                                        }
+                                    ]
+                                }
+                            },
+                        ],
+                    },
+                }
+            ],
+        }
         if secret:
             spec["imagePullSecrets"] = [{"name": secret}]
         return spec
@@ -326,37 +425,74 @@ class Cluster:
     def _running_status(self, image: str, app: str, node_index: int, pod_index: int) -> Obj:
         conditions = [
             {"type": t, "status": "True", "lastProbeTime": None, "lastTransitionTime": STARTED}
-            for t in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady",
-                      "PodScheduled")
-        ]  # fmt: skip
+            for t in (
+                "PodReadyToStartContainers",
+                "Initialized",
+                "Ready",
+                "ContainersReady",
+                "PodScheduled",
+            )
+        ]
         host = f"10.0.{node_index >> 8}.{node_index & 255}"
         pod_ip = f"10.{128 + (node_index >> 8)}.{node_index & 255}.{2 + pod_index % 250}"
         return {
             "conditions": conditions,
-            "containerStatuses": [{
-                "containerID": f"containerd://{_uid('c', app, pod_index).replace('-', '')}",
-                "image": image, "imageID": f"{image.split(':')[0]}@sha256:{'ab' * 32}",
-                "lastState": {}, "name": app, "ready": True, "restartCount": 0,
-                "started": True, "state": {"running": {"startedAt": STARTED}},
-            }],
-            "hostIP": host, "hostIPs": [{"ip": host}], "phase": "Running",
-            "podIP": pod_ip, "podIPs": [{"ip": pod_ip}], "qosClass": "Burstable",
+            "containerStatuses": [
+                {
+                    "containerID": f"containerd://{_uid('c', app, pod_index).replace('-', '')}",
+                    "image": image,
+                    "imageID": f"{image.split(':')[0]}@sha256:{'ab' * 32}",
+                    "lastState": {},
+                    "name": app,
+                    "ready": True,
+                    "restartCount": 0,
+                    "started": True,
+                    "state": {"running": {"startedAt": STARTED}},
+                }
+            ],
+            "hostIP": host,
+            "hostIPs": [{"ip": host}],
+            "phase": "Running",
+            "podIP": pod_ip,
+            "podIPs": [{"ip": pod_ip}],
+            "qosClass": "Burstable",
             "startTime": STARTED,
-        }  # fmt: skip
+        }
 
     def _namespace_pods(self, ns: str, index: int, count: int, private: bool) -> int:
         made = 0
         workers = self.nodes - 4  # neither the control plane nor the broken node
         deployment = 0
         while made < count:
-            app = ("web", "cart", "search", "auth", "mail", "queue", "cache", "report",
-                   "audit", "batch")[deployment % 10] + (f"-{deployment // 10}" if deployment >= 10 else "")  # fmt: skip
-            image = (f"{PRIVATE_REGISTRY}/{ns}/{app}:3.2.0" if private
-                     else "docker.io/library/nginx:1.27")  # fmt: skip
+            app = (
+                "web",
+                "cart",
+                "search",
+                "auth",
+                "mail",
+                "queue",
+                "cache",
+                "report",
+                "audit",
+                "batch",
+            )[deployment % 10] + (f"-{deployment // 10}" if deployment >= 10 else "")
+            image = (
+                f"{PRIVATE_REGISTRY}/{ns}/{app}:3.2.0"
+                if private
+                else "docker.io/library/nginx:1.27"
+            )
             spec_base = self._app_template(ns, app, image, "regcred" if private else None)
             rs = f"{app}-{_uid('rs', ns, app)[:10].replace('-', '')}"
-            owner = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs,
-                      "uid": _uid("rs", ns, rs), "controller": True, "blockOwnerDeletion": True}]  # fmt: skip
+            owner = [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": rs,
+                    "uid": _uid("rs", ns, rs),
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ]
             labels = {"app": app, "pod-template-hash": rs.rsplit("-", 1)[1]}
             managed: list[Obj] | None = None
             for replica in range(min(REPLICAS, count - made)):
@@ -366,17 +502,30 @@ class Cluster:
                 job = replica == REPLICAS - 1 and deployment % 10 == 9  # a finished Job pod
                 status = self._running_status(image, app, node_index, n)
                 if job:
-                    status = dict(status, phase="Succeeded", conditions=[
-                        dict(c, status="False") if c["type"] in ("Ready", "ContainersReady")
-                        else c for c in status["conditions"]])  # fmt: skip
+                    status = dict(
+                        status,
+                        phase="Succeeded",
+                        conditions=[
+                            dict(c, status="False")
+                            if c["type"] in ("Ready", "ContainersReady")
+                            else c
+                            for c in status["conditions"]
+                        ],
+                    )
                 pod = {
-                    "metadata": {"name": name, "namespace": ns, "uid": _uid("pod", ns, name),
-                                 "resourceVersion": str(30_000_000 + n), "generateName": f"{rs}-",
-                                 "creationTimestamp": CREATED, "labels": labels,
-                                 "ownerReferences": owner},
+                    "metadata": {
+                        "name": name,
+                        "namespace": ns,
+                        "uid": _uid("pod", ns, name),
+                        "resourceVersion": str(30_000_000 + n),
+                        "generateName": f"{rs}-",
+                        "creationTimestamp": CREATED,
+                        "labels": labels,
+                        "ownerReferences": owner,
+                    },
                     "spec": dict(spec_base, nodeName=self.node_names[node_index]),
                     "status": status,
-                }  # fmt: skip
+                }
                 if managed is None:
                     managed = _pod_managed_fields(pod, "kube-controller-manager")
                 pod["metadata"]["managedFields"] = managed
@@ -387,49 +536,103 @@ class Cluster:
 
     def _broken_deployment(self, ns: str) -> None:
         """billing: a pull secret without --docker-server, 3 pods in ImagePullBackOff."""
-        self.add("v1", "secrets", self._pull_secret(ns, "billing-pull", "https://index.docker.io/v1/"))
+        self.add(
+            "v1", "secrets", self._pull_secret(ns, "billing-pull", "https://index.docker.io/v1/")
+        )
         image = f"{PRIVATE_REGISTRY}/{ns}/billing:2.1.0"
         spec = self._app_template(ns, "billing", image, "billing-pull")
         message = (
             f'Failed to pull image "{image}": failed to pull and unpack image "{image}": failed '
-            f"to resolve reference \"{image}\": pull access denied, repository does not exist or "
+            f'to resolve reference "{image}": pull access denied, repository does not exist or '
             "may require authorization: authorization failed: no basic auth credentials"
         )
         for i in BILLING_PODS:
             name = f"billing-6c9f7d8b5d-{_suffix(900_000 + i)}"
             node = self.node_names[10 + i]
-            self.add("v1", "pods", {
-                "metadata": {"name": name, "namespace": ns, "uid": _uid("pod", ns, name),
-                             "resourceVersion": str(40_000_000 + i), "creationTimestamp": CREATED,
-                             "generateName": "billing-6c9f7d8b5d-",
-                             "labels": {"app": "billing", "pod-template-hash": "6c9f7d8b5d"},
-                             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                                                  "name": "billing-6c9f7d8b5d", "controller": True,
-                                                  "uid": _uid("rs", ns, "billing")}]},
-                "spec": dict(spec, nodeName=node),
-                "status": {
-                    "phase": "Pending", "qosClass": "Burstable", "startTime": STARTED,
-                    "conditions": [{"type": "PodScheduled", "status": "True",
-                                    "lastTransitionTime": STARTED}],
-                    "containerStatuses": [{"name": "billing", "image": image, "imageID": "",
-                                           "ready": False, "restartCount": 0, "started": False,
-                                           "lastState": {}, "state": {"waiting": {
-                                               "reason": "ImagePullBackOff",
-                                               "message": f'Back-off pulling image "{image}"'}}}],
+            self.add(
+                "v1",
+                "pods",
+                {
+                    "metadata": {
+                        "name": name,
+                        "namespace": ns,
+                        "uid": _uid("pod", ns, name),
+                        "resourceVersion": str(40_000_000 + i),
+                        "creationTimestamp": CREATED,
+                        "generateName": "billing-6c9f7d8b5d-",
+                        "labels": {"app": "billing", "pod-template-hash": "6c9f7d8b5d"},
+                        "ownerReferences": [
+                            {
+                                "apiVersion": "apps/v1",
+                                "kind": "ReplicaSet",
+                                "name": "billing-6c9f7d8b5d",
+                                "controller": True,
+                                "uid": _uid("rs", ns, "billing"),
+                            }
+                        ],
+                    },
+                    "spec": dict(spec, nodeName=node),
+                    "status": {
+                        "phase": "Pending",
+                        "qosClass": "Burstable",
+                        "startTime": STARTED,
+                        "conditions": [
+                            {
+                                "type": "PodScheduled",
+                                "status": "True",
+                                "lastTransitionTime": STARTED,
+                            }
+                        ],
+                        "containerStatuses": [
+                            {
+                                "name": "billing",
+                                "image": image,
+                                "imageID": "",
+                                "ready": False,
+                                "restartCount": 0,
+                                "started": False,
+                                "lastState": {},
+                                "state": {
+                                    "waiting": {
+                                        "reason": "ImagePullBackOff",
+                                        "message": f'Back-off pulling image "{image}"',
+                                    }
+                                },
+                            }
+                        ],
+                    },
                 },
-            })  # fmt: skip
-            self.add("v1", "events", {
-                "metadata": {"name": f"{name}.17e0c3b9a1f2d4e{i}", "namespace": ns,
-                             "uid": _uid("event", ns, name), "resourceVersion": str(41_000_000 + i),
-                             "creationTimestamp": HEARTBEAT},
-                "involvedObject": {"kind": "Pod", "namespace": ns, "name": name,
-                                   "uid": _uid("pod", ns, name), "apiVersion": "v1",
-                                   "fieldPath": "spec.containers{billing}"},
-                "reason": "Failed", "message": message, "type": "Warning", "count": 42,
-                "source": {"component": "kubelet", "host": node},
-                "firstTimestamp": STARTED, "lastTimestamp": HEARTBEAT,
-                "reportingComponent": "kubelet", "reportingInstance": node,
-            })  # fmt: skip
+            )
+            self.add(
+                "v1",
+                "events",
+                {
+                    "metadata": {
+                        "name": f"{name}.17e0c3b9a1f2d4e{i}",
+                        "namespace": ns,
+                        "uid": _uid("event", ns, name),
+                        "resourceVersion": str(41_000_000 + i),
+                        "creationTimestamp": HEARTBEAT,
+                    },
+                    "involvedObject": {
+                        "kind": "Pod",
+                        "namespace": ns,
+                        "name": name,
+                        "uid": _uid("pod", ns, name),
+                        "apiVersion": "v1",
+                        "fieldPath": "spec.containers{billing}",
+                    },
+                    "reason": "Failed",
+                    "message": message,
+                    "type": "Warning",
+                    "count": 42,
+                    "source": {"component": "kubelet", "host": node},
+                    "firstTimestamp": STARTED,
+                    "lastTimestamp": HEARTBEAT,
+                    "reportingComponent": "kubelet",
+                    "reportingInstance": node,
+                },
+            )
 
     # ------------------------------------------------------------------ output
     def items(self) -> Iterator[tuple[str, str, list[Obj]]]:

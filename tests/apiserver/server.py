@@ -884,7 +884,10 @@ class ApiServer:
                 )
                 if tables.wants_table(accept):
                     body_obj = tables.to_table(
-                        rt, page.items, page.body()["metadata"], query.get("includeObject", "Metadata")
+                        rt,
+                        page.items,
+                        page.body()["metadata"],
+                        query.get("includeObject", "Metadata"),
                     )
                     return Response(200, encode(body_obj))
                 return Response(200, page.encoded(self.store))
