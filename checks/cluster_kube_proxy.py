@@ -121,6 +121,7 @@ class KubeProxy(Check):
     id = "cluster.kube-proxy"
     title = "kube-proxy ready on every node, in a proxy mode the server supports"
     scope = Scope.CLUSTER
+    reads = ("nodes",)
     fix_safety = FixSafety.UNSAFE
 
     def run(self, ctx: CheckContext) -> Verdict:

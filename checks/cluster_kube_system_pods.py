@@ -130,6 +130,7 @@ class KubeSystemPods(Check):
     id = "cluster.kube-system.pods"
     title = "kube-system pods Running and Ready"
     scope = Scope.CLUSTER
+    reads = ("kube-system/pods",)
     fix_safety = FixSafety.UNSAFE
 
     def run(self, ctx: CheckContext) -> Verdict:

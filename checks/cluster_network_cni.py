@@ -120,6 +120,7 @@ class NetworkCni(Check):
     id = "cluster.network.cni"
     title = "CNI overlay ready on every node"
     scope = Scope.CLUSTER
+    reads = ("daemonsets", "kube-system/pods", "nodes")
     fix_safety = FixSafety.UNSAFE
 
     def run(self, ctx: CheckContext) -> Verdict:

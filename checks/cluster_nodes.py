@@ -146,6 +146,7 @@ class ClusterNodes(Check):
     id = "cluster.nodes"
     title = "Every node Ready, none with NetworkUnavailable"
     scope = Scope.CLUSTER
+    reads = ("nodes",)
     fix_safety = None
 
     def run(self, ctx: CheckContext) -> Verdict:

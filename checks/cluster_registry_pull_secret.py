@@ -49,6 +49,12 @@ BULK_SECRETS = 100
 NOT_TOKENS = "type!=kubernetes.io/service-account-token"
 #: Narrowed server-side: finished pods pull nothing (a completed Job's pods can be many).
 NOT_DONE = "status.phase!=Succeeded,status.phase!=Failed"
+#: Up to this many pods in the cluster every unfinished pod is read, running ones included (a
+#: secret that would fail the next pull elsewhere). Beyond, only pods that can be failing to
+#: pull are read: the Pending ones, server-side, and kube-system's (read anyway by other checks).
+FULL_SCAN_PODS = 5000
+PENDING = "status.phase=Pending"
+SYSTEM_NAMESPACE = "kube-system"
 POD_EVENTS = (
     "involvedObject.kind=Pod"  # the same list (and cache entry) as doctor.analysis.podcause
 )
@@ -271,6 +277,39 @@ def _read_secrets(cluster: KubeFacts, pods: list[Pod]) -> dict[tuple[str, str], 
     return decoded
 
 
+def _pods_to_read(cluster: KubeFacts) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The pods to judge, and (for a large cluster) what was read instead of every pod.
+
+    Up to FULL_SCAN_PODS pods (or when the server does not say how many): every unfinished
+    pod, one list narrowed server-side. Beyond, reading them all would cost more than every
+    other check together (150,000 pods are ~500 MB of JSON): the Pending pods (a pod that never
+    pulled its image is Pending) and kube-system's, which the run holds already.
+    """
+    total = cluster.count(PODS)
+    if total is None or total <= FULL_SCAN_PODS:
+        return cluster.list_objects(PODS, field_selector=NOT_DONE), None
+    pending = cluster.list_objects(PODS, field_selector=PENDING)
+    system = cluster.list_objects(PODS, SYSTEM_NAMESPACE)
+    seen: set[tuple[str, str]] = set()
+    pods: list[dict[str, Any]] = []
+    for pod in [*pending, *system]:
+        meta = pod.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        phase = (pod.get("status") or {}).get("phase")
+        if key in seen or phase in TERMINAL_PHASES:
+            continue
+        seen.add(key)
+        pods.append(pod)
+    scope = {
+        "pods_in_cluster": total,
+        "read": (
+            f"of {total} pods, the {len(pending)} Pending and the {len(system)} of "
+            f"{SYSTEM_NAMESPACE} were read; running pods elsewhere were not audited"
+        ),
+    }
+    return pods, scope
+
+
 def _hosts_text(secret: PullSecret) -> str:
     return ", ".join(secret.hosts) if secret.hosts else "no registry"
 
@@ -281,9 +320,13 @@ class RegistryPullSecret(Check):
     Lists the pods of every namespace once, without finished ones (there is no field
     selector for a container's waiting reason, so the rest of the filtering is local) and
     looks at containers waiting in `ErrImagePull` or `ImagePullBackOff`, with the kubelet's
-    message (or the newest pull event's). Every secret a pod names in `spec.imagePullSecrets`
-    is read (one GET each; past 100 of them, one list of every secret but service-account
-    tokens) and decoded as the kubelet does: `.dockerconfigjson` of a
+    message (or the newest pull event's). In a cluster of more than 5,000 pods (counted first
+    with one `limit=1` request) it reads only the pods that can be failing to pull: the
+    `Pending` ones (`fieldSelector=status.phase=Pending`, from the watch cache) and those of
+    kube-system; the verdict's evidence (`pods_read`) says so, since running pods elsewhere are
+    then not audited for a secret that would fail their next pull. Every secret a pod names in
+    `spec.imagePullSecrets` is read (one GET each; past 100 of them, one list of every secret
+    but service-account tokens) and decoded as the kubelet does: `.dockerconfigjson` of a
     `kubernetes.io/dockerconfigjson` secret, the legacy `.dockercfg` of a
     `kubernetes.io/dockercfg` one. A service account's pull secrets are copied into the spec
     of a pod that names none when it is created, so the pod is enough. The `auths` keys are
@@ -342,10 +385,11 @@ class RegistryPullSecret(Check):
         cluster = ctx.cluster
         if not isinstance(cluster, KubeFacts):
             raise FactMissing(cluster.unavailable or "no cluster facts")
+        listed, scope = _pods_to_read(cluster)
         # kdoctor's own probe pods (cluster.dns.pod-to-pod) report their pulls themselves.
         pods = [
             _parse_pod(p)
-            for p in cluster.list_objects(PODS, field_selector=NOT_DONE)
+            for p in listed
             if ((p.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/managed-by")
             != "kdoctor"
         ]
@@ -370,11 +414,17 @@ class RegistryPullSecret(Check):
             if secrets
             else f"no pod is failing to pull ({len(pods)} pods; none references a pull secret)"
         )
+        evidence: dict[str, Any] = {}
+        if scope is not None:
+            ok += f" ({scope['read']})"
+            evidence["pods_read"] = scope
         fails = [f for f in findings if f.severity is Severity.FAIL]
         summary = (fails or findings)[0].message if findings else ok
         if len(findings) > 1:
             summary += f" (and {len(findings) - 1} more finding(s))"
-        return Verdict.from_findings(findings, summary=summary, ok_summary=ok, fix=fix)
+        return Verdict.from_findings(
+            findings, summary=summary, ok_summary=ok, fix=fix, evidence=evidence
+        )
 
 
 class _Judge:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,12 @@ def open_target(
         else:
             from doctor.facts.kube import open_live_cluster
 
-            cluster = open_live_cluster(config, timeout=min(args.timeout, 15.0))
+            # Each request gets at most 15 s; in a check run all of them together get the
+            # run's --timeout (fix and tui wait for pods and re-check: no single deadline).
+            deadline = None
+            if getattr(args, "command", None) == "check":
+                deadline = time.monotonic() + args.timeout
+            cluster = open_live_cluster(config, timeout=min(args.timeout, 15.0), deadline=deadline)
     else:
         cluster = NoCluster("cluster checks not selected")
 

@@ -39,6 +39,9 @@ class Check(ABC):
     scope: ClassVar[Scope]
     #: None when the check never offers a fix (ruff's fix availability).
     fix_safety: ClassVar[FixSafety | None] = None
+    #: Whole API lists the check reads ("nodes", "kube-system/pods"): the run's fact cache
+    #: then answers other checks' narrower asks (a label selector in kube-system) from them.
+    reads: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def run(self, ctx: CheckContext) -> Verdict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,3 +138,7 @@ class ClusterFacts:
     @property
     def is_bundle(self) -> bool:
         return False
+
+    def expect(self, reads: Iterable[str]) -> None:
+        """Hint: the run will read these whole lists ("<plural>" or "<namespace>/<plural>",
+        from each check's ``reads``), so narrower asks can be answered from them."""

@@ -301,6 +301,10 @@ class Registry:
         except SelectorError as exc:
             raise errors.bad_request(str(exc)) from exc
         start = ""
+        if resource_version == "0" and not continue_token:
+            # Served from the watch cache, which (before 1.34's cache snapshots) ignores limit:
+            # the whole list comes back in one answer.
+            limit = 0
         if continue_token:
             if resource_version not in (None, "", "0"):
                 raise errors.bad_request(
