@@ -548,7 +548,7 @@ class Cluster:
         )
         for i in BILLING_PODS:
             name = f"billing-6c9f7d8b5d-{_suffix(900_000 + i)}"
-            node = self.node_names[10 + i]
+            node = self.node_names[(4 + i) % len(self.node_names)]
             self.add(
                 "v1",
                 "pods",

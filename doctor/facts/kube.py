@@ -534,6 +534,7 @@ class LiveCluster(KubeFacts):
         return self._target_value
 
     def _connect(self) -> None:
+        import urllib3
         from kubernetes import client, config
 
         context_name = self.config.context
@@ -554,7 +555,9 @@ class LiveCluster(KubeFacts):
                     config_file=path, context=self.config.context,
                     client_configuration=configuration, persist_config=False,
                 )  # fmt: skip
-            configuration.retries = 1
+            # One retry of a failed connection or read (urllib3's); 429/503 and their
+            # Retry-After are handled in request(), within the deadline, not slept on here.
+            configuration.retries = urllib3.Retry(total=1, respect_retry_after_header=False)
             server = configuration.host
             self._api = client.ApiClient(configuration)
         except Exception as exc:  # the library raises ConfigException, ValueError, OSError…
@@ -641,10 +644,11 @@ class LiveCluster(KubeFacts):
         if remaining is not None:
             if remaining <= 0:
                 self._wait(0, verb, what)
-            timeout = min(timeout, remaining)
+            # urllib3 may try twice (one retry): both tries together stay within the deadline.
+            timeout = min(timeout, remaining / 2)
         try:
             params = self._api.param_serialize(
-                method=method, resource_path=url_path, header_params=headers,
+                method=method, resource_path=url_path, header_params=dict(headers),
                 body=body, auth_settings=["BearerToken"],
             )  # fmt: skip
             params[2]["User-Agent"] = headers["User-Agent"]  # the client's default wins otherwise
