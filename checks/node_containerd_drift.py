@@ -128,9 +128,9 @@ def _dump(node: NodeFacts) -> tuple[dict[str, Any] | None, str]:
         except (FactMissing, FactError) as exc:
             return None, f"containerd config dump not run under --root; no defaults ({exc})"
         try:
-            return tomllib.loads(output.stdout), output.source
-        except tomllib.TOMLDecodeError as exc:
-            raise FactError(f"{output.source}: invalid TOML: {exc}") from exc
+            return load_toml(output.stdout, output.source), output.source
+        except TomlSyntaxError as exc:
+            raise FactError(str(exc)) from exc
     try:
         output = node.command("containerd-config-dump.toml", DUMP_ARGV)
     except FactMissing as exc:
@@ -140,9 +140,9 @@ def _dump(node: NodeFacts) -> tuple[dict[str, Any] | None, str]:
             raise
         return None, f"containerd refuses the configuration: {exc}"
     try:
-        return tomllib.loads(output.stdout), output.source
-    except tomllib.TOMLDecodeError as exc:
-        raise FactError(f"{output.source}: invalid TOML: {exc}") from exc
+        return load_toml(output.stdout, output.source), output.source
+    except TomlSyntaxError as exc:
+        raise FactError(str(exc)) from exc
 
 
 def _dig(doc: dict[str, Any] | None, path: KeyPath) -> Any:

@@ -456,6 +456,7 @@ def analyse(reader: FileReader) -> Analysis:
             if config_flag and config_flag.last:
                 config_file = config_flag.last
         _env_file_findings(result, reader, references)
+        _shadow_findings(result)
     result.daemon_json = read_daemon_json(reader, config_file)
     if result.daemon_json.empty:
         result.findings.append(
@@ -471,6 +472,7 @@ def analyse(reader: FileReader) -> Analysis:
             )
         )
     _conflict_findings(result)
+    _flag_shadow_findings(result)
     result.settings = _settings(result)
     return result
 
@@ -596,6 +598,93 @@ def _env_file_findings(result: Analysis, reader: FileReader, references: set[str
                 ),
             )
         )
+
+
+def _shadow_findings(result: Analysis) -> None:
+    """A variable set in two places where one silently wins, both named with the winner.
+
+    systemd's order (systemd.exec(5)): ``Environment=`` lines in the order read (the unit,
+    then its drop-ins in lexical order of file name), then the ``EnvironmentFile=`` files in
+    order; a later assignment replaces an earlier one, so a file read by ``EnvironmentFile=``
+    overrides any ``Environment=`` of the same variable."""
+    env = result.env
+    if env is None:
+        return
+    sources: dict[str, list[EnvVar]] = {}
+    for var in env.assignments:
+        sources.setdefault(var.name, []).append(var)
+    for env_file in env.files:
+        if env_file.loaded:
+            for var in env_file.variables:
+                sources.setdefault(var.name, []).append(var)
+    for name, found in sources.items():
+        places = {var.origin.path for var in found}
+        if len(places) < 2 or len({var.value for var in found}) < 2:
+            continue
+        winner = env.variables[name]
+        losers = [var for var in found if var.value != winner.value]
+        kinds = {var.via.startswith("EnvironmentFile=") for var in found}
+        if kinds == {True, False}:
+            rule = "systemd applies EnvironmentFile= after Environment=, so the file's value wins"
+        elif True in kinds:
+            rule = "the EnvironmentFile= read last wins"
+        else:
+            rule = "drop-ins are read in lexical order of their names, the last one wins"
+        result.findings.append(
+            Finding(
+                severity=Severity.WARN,
+                message=(
+                    f"{name} is set in {', '.join(str(v.origin) for v in losers)} and in "
+                    f"{winner.origin}: {rule}; dockerd gets {mask_secrets(winner.value)!r}"
+                    + (f" (from {winner.via})" if winner.via != "Environment=" else "")
+                ),
+                resource=winner.origin.path,
+                evidence={
+                    "variable": name,
+                    "set_at": [
+                        {"at": str(v.origin), "via": v.via, "value": mask_secrets(v.value)}
+                        for v in found
+                    ],
+                    "wins": str(winner.origin),
+                },
+                hint=f"set {name} in one place ({winner.origin.path} is the one that counts)",
+            )
+        )
+
+
+def _flag_shadow_findings(result: Analysis) -> None:
+    """A daemon.json key also given as a flag in a sysconfig variable that ExecStart never
+    passes: nothing refuses, daemon.json silently wins."""
+    daemon_json = result.daemon_json
+    if daemon_json is None or not daemon_json.data:
+        return
+    for var in result.unreferenced:
+        words = [Arg(w.value, var.origin, (var,)) for w in split_words(var.value, relax=True)]
+        flags, _ = parse_dockerd_args(words)
+        for flag_name, use in sorted(flags.items()):
+            key = use.spec.config_key
+            if key not in daemon_json.data:
+                continue
+            result.findings.append(
+                Finding(
+                    severity=Severity.WARN,
+                    message=(
+                        f"{key} is set twice: --{flag_name} {mask_secrets(use.go_string())} in "
+                        f"{var.origin} (${var.name}, never passed to dockerd) and "
+                        f"{mask_secrets(go_format(daemon_json.data[key]))} in "
+                        f"{daemon_json.where(key)}: daemon.json wins, the sysconfig value does "
+                        "nothing"
+                    ),
+                    resource=daemon_json.path,
+                    evidence={
+                        "setting": key,
+                        "sysconfig": str(var.origin),
+                        "daemon_json": daemon_json.where(key),
+                        "wins": daemon_json.where(key),
+                    },
+                    hint=f"keep {key} in {daemon_json.path} and drop it from {var.origin.path}",
+                )
+            )
 
 
 def _loaded_by(env: ServiceEnvironment, path: str) -> str | None:
@@ -1018,6 +1107,13 @@ def _summary_parts(analysis: Analysis, drift: Sequence[Finding]) -> list[str]:
         or f.message.endswith("dockerd exits at start)")
     ]
     parts.extend(others)
+    shadowed = [f for f in analysis.findings if "wins" in f.evidence]
+    if shadowed:
+        names = ", ".join(
+            f"{f.evidence.get('variable') or f.evidence.get('setting')} ({f.evidence['wins']} wins)"
+            for f in shadowed
+        )
+        parts.append(f"set in two places: {names}")
     return parts or ["Docker settings disagree"]
 
 
