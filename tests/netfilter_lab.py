@@ -179,6 +179,10 @@ def netfilter_lab() -> Iterator[Lab]:
         sh("ip", "-n", lab.pod, "route", "add", "default", "via", NODE_POD_IP)
         sh("ip", "-n", lab.peer, "route", "add", "10.32.0.0/12", "via", NODE_IP)
         lab.on_node("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        # The kernel rate-limits ICMP errors per destination (a burst of 6, then one a
+        # second): a REJECT's "prohibited" answers to a second round of probes would be
+        # dropped and look like a DROP's timeout. The lab wants every answer.
+        lab.on_node("sysctl", "-q", "-w", "net.ipv4.icmp_ratelimit=0")
         lab.listen(lab.node, 6443, 10250, 2379, 2380, 6783)
         lab.listen(lab.peer, 80)
         lab.listen(lab.pod, 80)
