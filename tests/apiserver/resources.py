@@ -290,7 +290,30 @@ RESOURCES: tuple[ResourceType, ...] = (
     ),
 )
 
-GROUP_VERSIONS: tuple[tuple[str, str], ...] = (("apps", "v1"), ("discovery.k8s.io", "v1"))
+# Served for `kubectl apply` of kdoctor's own manifests (kdoctor manifest --cronjob): stored,
+# listed and deleted like the others, no controller behind them.
+RESOURCES += (
+    ResourceType("batch", "v1", "cronjobs", "CronJob", "cronjob", True, ("cj",)),
+    ResourceType("batch", "v1", "jobs", "Job", "job", True),
+    ResourceType(
+        "rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", "clusterrole", False
+    ),
+    ResourceType(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "ClusterRoleBinding",
+        "clusterrolebinding",
+        False,
+    ),
+)
+
+GROUP_VERSIONS: tuple[tuple[str, str], ...] = (
+    ("apps", "v1"),
+    ("discovery.k8s.io", "v1"),
+    ("batch", "v1"),
+    ("rbac.authorization.k8s.io", "v1"),
+)
 
 _BY_GVR: dict[tuple[str, str, str], ResourceType] = {
     (r.group, r.version, r.plural): r for r in RESOURCES
