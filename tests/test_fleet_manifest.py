@@ -111,7 +111,9 @@ def test_the_cronjob_is_cluster_scope_once_and_restricted() -> None:
     assert verbs == {"get", "list"}  # read only
 
 
-def _kubectl(kubeconfig: Path, tmp: Path, *args: str, stdin: str) -> subprocess.CompletedProcess[str]:
+def _kubectl(
+    kubeconfig: Path, tmp: Path, *args: str, stdin: str
+) -> subprocess.CompletedProcess[str]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl is not installed")

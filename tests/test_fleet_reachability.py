@@ -37,7 +37,9 @@ class Pair:
     def open(self) -> Pair:
         _ip("netns", "add", self.src)
         _ip("netns", "add", self.dst)
-        _ip("-n", self.src, "link", "add", "eth0", "type", "veth", "peer", "eth0", "netns", self.dst)
+        _ip(
+            "-n", self.src, "link", "add", "eth0", "type", "veth", "peer", "eth0", "netns", self.dst
+        )
         for ns, ip in ((self.src, self.src_ip), (self.dst, self.dst_ip)):
             _ip("-n", ns, "link", "set", "lo", "up")
             _ip("-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")

@@ -213,7 +213,10 @@ def daemonset(settings: ManifestSettings) -> dict[str, Any]:
         "metadata": {"name": NAME, "namespace": settings.namespace, "labels": labels},
         "spec": {
             "selector": {"matchLabels": dict(LABELS)},
-            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}},
+            "updateStrategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": "100%"},
+            },
             "template": {
                 "metadata": {"labels": labels},
                 "spec": pod_spec(settings),
@@ -267,7 +270,11 @@ def cronjob_objects(settings: ManifestSettings) -> list[dict[str, Any]]:
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRoleBinding",
         "metadata": {"name": CRON_NAME, "labels": labels},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": CRON_NAME},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": CRON_NAME,
+        },
         "subjects": [{"kind": "ServiceAccount", "name": CRON_NAME, "namespace": ns}],
     }
     container = {
