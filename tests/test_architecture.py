@@ -27,6 +27,7 @@ LAYERS = [
     "doctor.session",
     "doctor.fleet",
     "doctor.ui.text",
+    "doctor.ui.fleettext",
     "doctor.ui.tui",
     "doctor.ui.cli",
     "doctor.ui",  # doctor/ui/__init__.py

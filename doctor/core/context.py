@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from doctor.core.commands import CommandRunner
-from doctor.core.sources import ClusterFacts, NodeFacts
+from doctor.core.sources import ClusterFacts, FleetFacts, NodeFacts
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class CheckContext:
     #: Typed ``object`` here because the core stands below both; users narrow it with
     #: ``isinstance(ctx.probes, doctor.live.probes.ProbeCluster)``.
     probes: object | None = None
+    #: What ``kdoctor fleet`` gathered from every node's agent (or a fleet bundle holds);
+    #: None on a single node. Read by cluster checks that need all nodes (cluster.node-ports).
+    fleet: FleetFacts | None = None
 
 
 @dataclass(frozen=True)

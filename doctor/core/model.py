@@ -121,6 +121,8 @@ class CheckResult:
     duration_ms: int = 0
     #: The verdict's check-level evidence (see Verdict.evidence); omitted from JSON if empty.
     evidence: dict[str, Any] = field(default_factory=dict)
+    #: The node a node check ran for in a fleet report (``kdoctor fleet``); None otherwise.
+    node: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -135,6 +137,8 @@ class CheckResult:
         }
         if self.evidence:
             data["evidence"] = self.evidence
+        if self.node is not None:
+            data["node"] = self.node
         return data
 
 

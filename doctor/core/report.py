@@ -24,13 +24,19 @@ class Target:
     node: str | None
     bundle: str | None
     cluster: ClusterTarget | None
+    #: Fleet reports: every node examined, and why some nodes' agents did not report.
+    fleet_nodes: tuple[str, ...] | None = None
+    unreported: dict[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "node": self.node,
             "bundle": self.bundle,
             "cluster": self.cluster.to_json() if self.cluster else None,
         }
+        if self.fleet_nodes is not None:
+            data["fleet"] = {"nodes": list(self.fleet_nodes), "unreported": self.unreported or {}}
+        return data
 
 
 def live_node_name() -> str:
@@ -87,6 +93,11 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _node(r: CheckResult) -> str:
+    """The ``node`` label of a node check in a fleet report (none otherwise)."""
+    return f',node="{_label(r.node)}"' if r.node is not None else ""
+
+
 def render_prometheus(report: Report) -> str:
     """node_exporter textfile: state sets like kube-state-metrics' phase metrics."""
     lines = [
@@ -97,7 +108,7 @@ def render_prometheus(report: Report) -> str:
         for status in STATUSES:
             value = 1 if r.status.value == status else 0
             lines.append(
-                f'kdoctor_check_status{{check="{_label(r.id)}",scope="{r.scope.value}",'
+                f'kdoctor_check_status{{check="{_label(r.id)}"{_node(r)},scope="{r.scope.value}",'
                 f'status="{status}"}} {value}'
             )
     lines += [
@@ -108,7 +119,8 @@ def render_prometheus(report: Report) -> str:
         for severity in ("warn", "fail"):
             count = sum(1 for f in r.findings if f.severity.value == severity)
             lines.append(
-                f'kdoctor_check_findings{{check="{_label(r.id)}",severity="{severity}"}} {count}'
+                f'kdoctor_check_findings{{check="{_label(r.id)}"{_node(r)},severity="{severity}"}} '
+                f"{count}"
             )
     lines += [
         "# HELP kdoctor_check_duration_seconds How long the check took.",
@@ -116,7 +128,8 @@ def render_prometheus(report: Report) -> str:
     ]
     for r in report.results:
         lines.append(
-            f'kdoctor_check_duration_seconds{{check="{_label(r.id)}"}} {r.duration_ms / 1000:g}'
+            f'kdoctor_check_duration_seconds{{check="{_label(r.id)}"{_node(r)}}} '
+            f"{r.duration_ms / 1000:g}"
         )
     lines += [
         "# HELP kdoctor_run_timestamp_seconds When the run finished (Unix time).",

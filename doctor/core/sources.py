@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,3 +142,19 @@ class ClusterFacts:
     def expect(self, reads: Iterable[str]) -> None:
         """Hint: the run will read these whole lists ("<plural>" or "<namespace>/<plural>",
         from each check's ``reads``), so narrower asks can be answered from them."""
+
+@dataclass(frozen=True)
+class FleetFacts:
+    """What every node's agent reported in a ``kdoctor fleet`` run (or a fleet bundle holds).
+
+    ``reachability``: node -> its ``reachability.json`` entries (bundle-v1.md), for the nodes
+    whose agent reported; ``unreported``: node -> why its agent did not; ``node_results``:
+    node -> the results of its node checks (run before the cluster checks, so a cluster check
+    can name a node's own rule, e.g. cluster.node-ports citing node.iptables.reject).
+    """
+
+    nodes: tuple[str, ...]
+    reachability: Mapping[str, Sequence[Mapping[str, Any]]]
+    unreported: Mapping[str, str]
+    #: doctor.core.model.CheckResult items (typed Any: the model stands above this module).
+    node_results: Mapping[str, Sequence[Any]]

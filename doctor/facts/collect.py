@@ -96,9 +96,18 @@ COMMANDS: list[tuple[str, list[str]]] = [
 ]
 
 
-def collect_node(out: Path, root: Path = Path("/")) -> dict[str, Any]:
-    """Copy the node's files and command outputs into ``out``; return the manifest."""
-    facts = LiveNodeFacts(root)
+def collect_node(
+    out: Path,
+    root: Path = Path("/"),
+    facts: LiveNodeFacts | None = None,
+    node: str | None = None,
+) -> dict[str, Any]:
+    """Copy the node's files and command outputs into ``out``; return the manifest.
+
+    FACTS: how to read the node (the fleet agent's reads the host through /host and runs
+    commands in the host's namespaces); NODE: its name (default: this host's).
+    """
+    facts = facts if facts is not None else LiveNodeFacts(root)
     host = out / "host"
     copied: list[str] = []
     missing: list[str] = []
@@ -145,7 +154,7 @@ def collect_node(out: Path, root: Path = Path("/")) -> dict[str, Any]:
     manifest: dict[str, Any] = {
         "format": "kdoctor-bundle",
         "version": 1,
-        "node": live_node_name(),
+        "node": node or live_node_name(),
         "collected_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "missing": missing,
     }

@@ -220,7 +220,9 @@ class Fleet:
         problems: list[str] = []
         try:
             nodes = self._nodes()
-            states = {str(n["metadata"]["name"]): NodeState(str(n["metadata"]["name"])) for n in nodes}
+            states = {
+                str(n["metadata"]["name"]): NodeState(str(n["metadata"]["name"])) for n in nodes
+            }
             if not states:
                 notes.append("no node matches the selector")
                 return FleetRun(self.directory, states, notes)

@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     collect = sub.add_parser("collect", help="write a bundle of this node (and cluster)")
     collect.add_argument("dir", type=Path, metavar="DIR")
     _add_target_options(collect)
+    _add_fleet_parsers(sub)
     return parser
 
 
@@ -168,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "explain": cmd_explain,
         "collect": cmd_collect,
         "tui": cmd_tui,
+        "fleet": cmd_fleet,
+        "manifest": cmd_manifest,
+        "agent": cmd_agent,
     }
     try:
         return handlers[args.command](args)
@@ -271,6 +275,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     from doctor.core.report import Report, now, render_json, render_prometheus
 
     checks = select_checks(args)
+    if args.bundle is not None:
+        from doctor.fleet.examine import is_fleet_bundle
+
+        if is_fleet_bundle(args.bundle):
+            from doctor.fleet.command import check_fleet_bundle
+
+            return check_fleet_bundle(args, checks, _render_fleet_text)
     session = open_target(args, checks)
     results = _run(session, args, progress=args.format == "text" or args.output is not None)
     report = Report(target=session.target, results=results, generated_at=now())
@@ -303,6 +314,78 @@ def _render_text_to_string(report: Report, verbose: bool, to_terminal: bool) -> 
     buffer = io.StringIO()
     render_text(report, make_console(buffer), verbose)
     return buffer.getvalue()
+
+
+# -- fleet / manifest / agent (doctor.fleet) ---------------------------------------------
+
+
+def _add_fleet_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
+    from doctor.fleet.manifest import DEFAULT_IMAGE, DEFAULT_NAMESPACE
+
+    def image_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--namespace", default=DEFAULT_NAMESPACE, metavar="NS")
+        p.add_argument("--image", default=DEFAULT_IMAGE, metavar="IMAGE", help="agent image")
+        p.add_argument("--image-pull-secret", action="append", metavar="NAME",
+                       help="docker-registry secret (in NS) for the image; repeatable")  # fmt: skip
+        p.add_argument("--selector", metavar="LABELS", help="only nodes with these labels")
+
+    fleet = sub.add_parser("fleet", help="run the checks on every node, through a DaemonSet")
+    _add_target_options(fleet)
+    image_options(fleet)
+    fleet.add_argument("--keep", action="store_true", help="leave the DaemonSet in place")
+    fleet.add_argument("--collect", type=Path, metavar="DIR", help="write a fleet bundle")
+    fleet.add_argument("--concurrency", type=_positive_int, default=16, metavar="N")
+    fleet.add_argument("--connect-timeout", type=float, default=2.0, metavar="SECONDS")
+    fleet.add_argument("--node", metavar="TEXT", help="text report: only nodes containing TEXT")
+    fleet.add_argument("--format", choices=["text", "json", "prometheus"], default="text")
+    fleet.add_argument("--json", action="store_const", const="json", dest="format")
+    fleet.add_argument("--output", type=Path, metavar="FILE", help="write atomically to FILE")
+    manifest = sub.add_parser("manifest", help="print the YAML that fleet applies")
+    image_options(manifest)
+    manifest.add_argument("--cronjob", action="store_true",
+                          help="a CronJob running the cluster scope once instead")  # fmt: skip
+    agent = sub.add_parser("agent", help="what each agent pod runs (not for people)")
+    agent.add_argument("--run", action="store_true", help="collect and print this node's bundle")
+    agent.add_argument("--targets", default="[]", metavar="JSON")
+    agent.add_argument("--connect-timeout", type=float, default=2.0, metavar="SECONDS")
+
+
+def _render_fleet_text(report: Report, args: argparse.Namespace) -> str:
+    """The fleet report as text: to the terminal (colour), or returned for --output."""
+    import io
+
+    from doctor.ui.fleettext import render_fleet_text
+    from doctor.ui.text import make_console
+
+    node = getattr(args, "node", None)
+    if args.output is None:
+        render_fleet_text(report, make_console(), args.verbose, node)
+        return ""
+    buffer = io.StringIO()
+    render_fleet_text(report, make_console(buffer), args.verbose, node)
+    return buffer.getvalue()
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from doctor.fleet.command import run_fleet
+
+    restore = _sigterm_interrupts()  # SIGTERM cleans up like Ctrl-C
+    try:
+        return run_fleet(args, select_checks(args), _render_fleet_text)
+    finally:
+        restore()
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    from doctor.fleet.command import run_manifest
+
+    return run_manifest(args)
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from doctor.fleet.command import run_agent
+
+    return run_agent(args)
 
 
 # -- fix --------------------------------------------------------------------------------
