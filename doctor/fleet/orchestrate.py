@@ -28,7 +28,6 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -300,8 +299,16 @@ class Fleet:
         deadline: float,
     ) -> None:
         selector = f"{mf.RUN_LABEL}={self.run_id}"
-        pool = ThreadPoolExecutor(max_workers=max(1, self.settings.concurrency))
-        running: dict[str, Future[None]] = {}
+        # Daemon threads, not a ThreadPoolExecutor: an exec that hangs must not keep the
+        # process alive after Ctrl-C (the executor's workers are joined at exit).
+        slots = threading.Semaphore(max(1, self.settings.concurrency))
+        running: dict[str, threading.Thread] = {}
+
+        def gather(state: NodeState, node_targets: list[reachability.Target]) -> None:
+            with slots:
+                if not self._closed:
+                    self._collect_from(state, node_targets, deadline)
+
         last_news = time.monotonic()
         try:
             while time.monotonic() < deadline:
@@ -316,16 +323,19 @@ class Fleet:
                     waiting = _waiting(pod)
                     if _ready(pod):
                         self._note(state, "agent running: gathering")
-                        running[node] = pool.submit(
-                            self._collect_from, state, targets.get(node, []), deadline
-                        )
+                        thread = threading.Thread(
+                            target=gather, args=(state, targets.get(node, [])),
+                            name=f"fleet-{node}", daemon=True,
+                        )  # fmt: skip
+                        thread.start()
+                        running[node] = thread
                         last_news = time.monotonic()
                     elif waiting:
                         self._note(state, f"agent pod {state.pod}: {waiting[0]}")
                     else:
                         self._note(state, f"agent pod {state.pod}: {_phase(pod)}")
-                for node, future in list(running.items()):
-                    if future.done():
+                for node, thread in list(running.items()):
+                    if not thread.is_alive():
                         del running[node]
                         last_news = time.monotonic()
                 if all(s.done for s in states.values()):
@@ -335,10 +345,9 @@ class Fleet:
                     return
                 time.sleep(min(POLL, max(0.0, deadline - time.monotonic())))
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
             # Execs still running end when the deadline passes (their own timeout).
-            for node, future in running.items():
-                if not future.done():
+            for node, thread in running.items():
+                if thread.is_alive():
                     states[node].reason = states[node].reason or (
                         f"the agent did not answer within {self.settings.timeout:g}s "
                         f"(pod {states[node].pod})"

@@ -382,6 +382,9 @@ class NodeFarm:
         else:
             (tree / "etc").mkdir(parents=True)
         (tree / "etc" / "hostname").write_text(name + "\n")
+        release = tree / "etc" / "os-release"
+        if not release.exists():
+            release.write_text(f'NAME="kdoctor node farm"\nID=nodefarm\nVARIANT_ID="{name}"\n')
         n = _Node(name, index, netns, ip, tree, any(lb in labels for lb in CP_LABELS))
         self._add_netns(netns)
         veth = f"fv{self.id[:4]}{index}"
