@@ -143,6 +143,7 @@ class ClusterFacts:
         """Hint: the run will read these whole lists ("<plural>" or "<namespace>/<plural>",
         from each check's ``reads``), so narrower asks can be answered from them."""
 
+
 @dataclass(frozen=True)
 class FleetFacts:
     """What every node's agent reported in a ``kdoctor fleet`` run (or a fleet bundle holds).
