@@ -83,14 +83,13 @@ class NodePorts(Check):
             )
         if len(fleet.nodes) < 2:
             raise FactMissing(f"only one node ({', '.join(fleet.nodes)}): no node-to-node path")
-        if not fleet.reachability:
+        if not fleet.measured:
             reasons = "; ".join(f"{n}: {r}" for n, r in sorted(fleet.unreported.items()))
             return Verdict(Status.ERROR, f"no node's agent reported ({reasons})")
         blocked: dict[tuple[str, int, str], list[Mapping[str, Any]]] = defaultdict(list)
-        pairs = 0
+        pairs = sum(fleet.measured.values())
         for source, entries in sorted(fleet.reachability.items()):
             for entry in entries:
-                pairs += 1
                 if entry.get("result") != "open":
                     key = (str(entry.get("to")), int(entry.get("port", 0)), str(entry["result"]))
                     blocked[key].append({"from": source, **entry})
@@ -105,7 +104,7 @@ class NodePorts(Check):
         return Verdict.from_findings(
             findings,
             summary=f"{len(findings)} node port(s) blocked, on {', '.join(targets)}",
-            ok_summary=f"all {pairs} node-to-node ports open between {len(fleet.reachability)} "
+            ok_summary=f"all {pairs} node-to-node ports open between {len(fleet.measured)} "
             "measured nodes",
             evidence=evidence,
         )

@@ -148,14 +148,17 @@ class ClusterFacts:
 class FleetFacts:
     """What every node's agent reported in a ``kdoctor fleet`` run (or a fleet bundle holds).
 
-    ``reachability``: node -> its ``reachability.json`` entries (bundle-v1.md), for the nodes
-    whose agent reported; ``unreported``: node -> why its agent did not; ``node_results``:
+    ``reachability``: node -> the entries of its ``reachability.json`` (bundle-v1.md) that
+    are not ``open``, for the nodes whose agent reported (at 500 nodes a full mesh is 500,000
+    entries: only the ones that matter are kept); ``measured``: node -> how many pairs it
+    measured; ``unreported``: node -> why its agent did not; ``node_results``:
     node -> the results of its node checks (run before the cluster checks, so a cluster check
     can name a node's own rule, e.g. cluster.node-ports citing node.iptables.reject).
     """
 
     nodes: tuple[str, ...]
     reachability: Mapping[str, Sequence[Mapping[str, Any]]]
+    measured: Mapping[str, int]
     unreported: Mapping[str, str]
     #: doctor.core.model.CheckResult items (typed Any: the model stands above this module).
     node_results: Mapping[str, Sequence[Any]]

@@ -60,13 +60,17 @@ def read_fleet_bundle(directory: Path) -> FleetBundle:
     return FleetBundle(directory, tuple(nodes), unreported)
 
 
-def read_reachability(node_dir: Path) -> list[dict[str, Any]] | None:
-    """A node's reachability.json entries; None when absent or unreadable."""
+def read_reachability(node_dir: Path) -> tuple[int, list[dict[str, Any]]] | None:
+    """(pairs measured, the entries that are not open) of a node's reachability.json; None
+    when it is absent or unreadable."""
     try:
         doc = json.loads((node_dir / "commands" / REACHABILITY_FILE).read_text())
     except (OSError, ValueError):
         return None
-    return [e for e in doc if isinstance(e, dict)] if isinstance(doc, list) else None
+    if not isinstance(doc, list):
+        return None
+    entries = [e for e in doc if isinstance(e, dict)]
+    return len(entries), [e for e in entries if e.get("result") != "open"]
 
 
 def _unreported_result(check: type[Check], node: str, reason: str) -> CheckResult:
@@ -115,17 +119,22 @@ def examine(
             for node, results in zip(bundle.nodes, pool.map(one_node, bundle.nodes), strict=True):
                 per_node[node] = results
     reach: dict[str, list[dict[str, Any]]] = {}
+    measured: dict[str, int] = {}
     unreported = dict(bundle.unreported)
     for node in bundle.nodes:
         if node in unreported:
             continue
-        entries = read_reachability(bundle.directory / "nodes" / node)
-        if entries is None:
+        read = read_reachability(bundle.directory / "nodes" / node)
+        if read is None:
             unreported[node] = f"nodes/{node}/commands/{REACHABILITY_FILE} is missing or unreadable"
         else:
-            reach[node] = entries
+            measured[node], reach[node] = read
     fleet = FleetFacts(
-        nodes=bundle.nodes, reachability=reach, unreported=unreported, node_results=per_node
+        nodes=bundle.nodes,
+        reachability=reach,
+        measured=measured,
+        unreported=unreported,
+        node_results=per_node,
     )
     cluster_results: list[CheckResult] = []
     if cluster_checks:

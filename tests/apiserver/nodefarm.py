@@ -25,6 +25,10 @@ container's capabilities as the bounding set (``setpriv``) and its env (``fieldR
 Its stdout/stderr are the pod's log (``pods/log``); pods/exec runs in the container's
 namespaces. Deleting a pod (or its DaemonSet, or its namespace) kills its processes.
 
+``light_agent`` (for the 500-node bench): no namespaces and no processes at all; pods go
+Running at once and an exec answers with ``light_agent(node, command)``'s bytes (a fake
+agent: the fleet side, the API traffic and the transport are real, the nodes are not).
+
 Knobs for faults: ``hang_nodes`` (exec on those nodes' pods never answers: an agent that
 hangs), ``mutate_daemonset`` (an admission policy rewriting DaemonSets as they are stored,
 e.g. one that strips tolerations), ``pullable``.
@@ -260,7 +264,9 @@ class NodeFarm:
         mutate_daemonset: Callable[[Obj], None] | None = None,
         subnet_prefix: str = "10.253",
         exec_timeout: float = 120.0,
+        light_agent: Callable[[str, list[str]], bytes] | None = None,
     ) -> None:
+        self.light_agent = light_agent
         self.server = server
         self.host_trees = dict(host_trees or {})
         self.pullable = pullable
@@ -303,7 +309,7 @@ class NodeFarm:
     # ------------------------------------------------------------------ lifecycle
 
     def open(self) -> NodeFarm:
-        missing = self.missing_tools()
+        missing = self.missing_tools() if self.light_agent is None else []
         if missing:
             raise NodeFarmError(f"the node farm needs {', '.join(missing)}")
         self._open = True
@@ -317,6 +323,9 @@ class NodeFarm:
     def _setup(self) -> None:
         self._tmp = Path(tempfile.mkdtemp(prefix=f"kdoctor-nodefarm-{self.id}-"))
         (self._tmp / "logs").mkdir()
+        if self.light_agent is not None:
+            self._setup_light()
+            return
         if not HOST_MOUNT.exists():
             HOST_MOUNT.mkdir()  # the mount point of every pod's hostPath; removed at close
             self._made_host_mount = True
@@ -355,6 +364,30 @@ class NodeFarm:
             )  # fmt: skip
             thread.start()
             self._threads.append(thread)
+        for ds in self.server.store.rlist(DAEMONSETS):
+            self._reconcile(ds)
+
+    def _setup_light(self) -> None:
+        stored = sorted(self.server.store.rlist(NODES), key=lambda n: str(meta(n)["name"]))
+        for index, node in enumerate(stored):
+            name = str(meta(node)["name"])
+            ip = ""
+            for a in (node.get("status") or {}).get("addresses") or []:
+                if isinstance(a, dict) and a.get("type") == "InternalIP":
+                    ip = str(a.get("address") or "")
+            labels = meta(node).get("labels") or {}
+            self.nodes[name] = _Node(
+                name, index, "", ip, Path("/nonexistent"), any(lb in labels for lb in CP_LABELS)
+            )
+        if self.server._httpd is None:
+            self.server.start()
+            self._started_server = True
+        self._saved_executor = self.server.executor
+        self.server.executor = self.execute
+        rv = self.server.store.resource_version
+        thread = threading.Thread(target=self._watch, args=(rv,), daemon=True)
+        thread.start()
+        self._threads.append(thread)
         for ds in self.server.store.rlist(DAEMONSETS):
             self._reconcile(ds)
 
@@ -616,6 +649,9 @@ class NodeFarm:
         if not self.pullable(image):
             self._image_pull_failed(stored, image)
             return
+        if self.light_agent is not None:
+            self._mark_running(stored, node)
+            return
         try:
             self._start_container(stored, node)
         except Exception as exc:
@@ -713,6 +749,10 @@ class NodeFarm:
                 str(m["namespace"]), str(m["name"]), str(m.get("uid")), node, caps, env, proc,
                 pid, log,
             )  # fmt: skip
+        self._mark_running(pod, node)
+
+    def _mark_running(self, pod: Obj, node: _Node) -> None:
+        m = meta(pod)
 
         def change(obj: Obj) -> None:
             seed = {"status": {"hostIP": node.ip, "podIP": node.ip, "podIPs": [{"ip": node.ip}]}}
@@ -748,6 +788,10 @@ class NodeFarm:
     # ------------------------------------------------------------------ exec
 
     def execute(self, req: ExecRequest) -> ExecResult:
+        if self.light_agent is not None:
+            node = str((req.pod.get("spec") or {}).get("nodeName"))
+            if node in self.nodes:
+                return ExecResult(0, stdout=self.light_agent(node, list(req.command)))
         with self._lock:
             c = self.containers.get((req.namespace, req.name))
         if c is None or c.uid != meta(req.pod).get("uid"):
