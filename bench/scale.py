@@ -244,6 +244,22 @@ def bench_size(nodes: int, pods: int, runs: int, other_repo: Path | None) -> dic
     return figures
 
 
+def serve(nodes: int, pods: int, kubeconfig: Path) -> None:
+    from tests.apiserver import ApiServer
+
+    server = ApiServer(None, tls=True)
+    load_into(server, Cluster(nodes, pods))
+    with server:
+        server.write_kubeconfig(kubeconfig)
+        print(f"serving {nodes} nodes / {pods} pods at {server.url}; kubeconfig {kubeconfig}")
+        sys.stdout.flush()
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -251,8 +267,15 @@ def main() -> None:
     parser.add_argument("--size", action="append", help="NODESxPODS (repeatable)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--kdoctor-repo", type=Path, help="also run the kdoctor of this checkout")
+    parser.add_argument(
+        "--serve", metavar="KUBECONFIG", type=Path,
+        help="only serve the first --size, writing a kubeconfig for it (to profile a client)",
+    )  # fmt: skip
     args = parser.parse_args()
     sizes = args.size or ["5000x150000", "500x15000"]
+    if args.serve:
+        serve(*(int(x) for x in sizes[0].lower().split("x")), args.serve)
+        return
     results = {}
     for size in sizes:
         nodes, pods = (int(x) for x in size.lower().split("x"))

@@ -204,6 +204,22 @@ def _parse_pod(obj: dict[str, Any]) -> Pod:
     )
 
 
+def _may_matter(obj: dict[str, Any]) -> bool:
+    """The pod names a pull secret or has a container waiting in a pull failure (what
+    :class:`Pod` ``failing`` and ``secret_refs`` are made of), read without parsing images."""
+    if (obj.get("spec") or {}).get("imagePullSecrets"):
+        return True
+    status = obj.get("status") or {}
+    for cs in [
+        *(status.get("initContainerStatuses") or []),
+        *(status.get("containerStatuses") or []),
+    ]:
+        wait = ((cs or {}).get("state") or {}).get("waiting") if isinstance(cs, dict) else None
+        if isinstance(wait, dict) and wait.get("reason") in PULL_FAILURES:
+            return True
+    return False
+
+
 def _event_time(event: dict[str, Any]) -> str:
     meta = event.get("metadata") or {}
     return str(
@@ -387,12 +403,14 @@ class RegistryPullSecret(Check):
             raise FactMissing(cluster.unavailable or "no cluster facts")
         listed, scope = _pods_to_read(cluster)
         # kdoctor's own probe pods (cluster.dns.pod-to-pod) report their pulls themselves.
-        pods = [
-            _parse_pod(p)
+        considered = [
+            p
             for p in listed
             if ((p.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/managed-by")
             != "kdoctor"
         ]
+        # Only pods that cannot pull or name a pull secret are judged: parse just those.
+        pods = [_parse_pod(p) for p in considered if _may_matter(p)]
         failing = [p for p in pods if p.failing]
         wanted = [p for p in pods if p.secret_refs and (p.failing or not p.terminal)]
 
@@ -412,7 +430,9 @@ class RegistryPullSecret(Check):
             f"no pod is failing to pull; the {n_secrets} pull secret(s) referenced by "
             f"{len(wanted)} pod(s) name the registries of their images"
             if secrets
-            else f"no pod is failing to pull ({len(pods)} pods; none references a pull secret)"
+            else (
+                f"no pod is failing to pull ({len(considered)} pods; none references a pull secret)"
+            )
         )
         evidence: dict[str, Any] = {}
         if scope is not None:

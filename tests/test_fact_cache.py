@@ -286,3 +286,22 @@ def test_in_a_large_cluster_pull_secret_reads_pending_and_kube_system_pods(
     )
     assert [f.to_json() for f in offline.findings] == [f.to_json() for f in result.findings]
     assert offline.evidence == result.evidence and offline.summary == result.summary
+
+
+def test_equal_template_parts_are_held_once_and_unequal_ones_apart(tmp_path: Path) -> None:
+    import gc
+
+    with ApiServer(MODERN) as server:
+        server.store.mutate(
+            "v1", "pods", "kube-system", "kube-proxy-c2v7m",
+            lambda pod: pod["spec"]["containers"][0]["command"].append("--v=4"),
+        )  # fmt: skip
+        pods = live(server, tmp_path).list_objects(PODS, "kube-system")
+    assert gc.isenabled()  # paused while pages are parsed, never left off
+    proxies = {
+        p["metadata"]["name"]: p for p in pods if p["metadata"]["name"].startswith("kube-proxy")
+    }
+    a, b, c = (proxies[n]["spec"]["containers"] for n in sorted(proxies))
+    assert a is c and a == c  # kube-proxy-8xkqz and -tq5wn: the DaemonSet's template, once
+    assert b is not a and b[0]["command"][-1] == "--v=4"
+    assert all("readinessProbe" not in c for p in pods for c in p["spec"]["containers"])

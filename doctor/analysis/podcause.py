@@ -91,24 +91,28 @@ class PodCause:
 
 # -- small readers --------------------------------------------------------------------------
 
+#: dict first: a plain isinstance(x, Mapping) goes through the ABC machinery, and these
+#: readers run a million times over a 10,000-pod kube-system.
+_MAPPING = (dict, Mapping)
+
 
 def _meta(obj: Obj) -> Mapping[str, Any]:
     value = obj.get("metadata")
-    return value if isinstance(value, Mapping) else {}
+    return value if isinstance(value, _MAPPING) else {}
 
 
 def _status(obj: Obj) -> Mapping[str, Any]:
     value = obj.get("status")
-    return value if isinstance(value, Mapping) else {}
+    return value if isinstance(value, _MAPPING) else {}
 
 
 def _spec(obj: Obj) -> Mapping[str, Any]:
     value = obj.get("spec")
-    return value if isinstance(value, Mapping) else {}
+    return value if isinstance(value, _MAPPING) else {}
 
 
 def _list(value: Any) -> list[Mapping[str, Any]]:
-    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+    return [v for v in value if isinstance(v, _MAPPING)] if isinstance(value, list) else []
 
 
 def _clip(text: str) -> str:
@@ -126,8 +130,9 @@ def pod_namespace(pod: Obj) -> str:
 
 def condition(obj: Obj, kind: str) -> Mapping[str, Any] | None:
     """The status condition of type KIND (pods and nodes), or None."""
-    for cond in _list(_status(obj).get("conditions")):
-        if cond.get("type") == kind:
+    conditions = _status(obj).get("conditions")
+    for cond in conditions if isinstance(conditions, list) else ():
+        if isinstance(cond, _MAPPING) and cond.get("type") == kind:
             return cond
     return None
 
@@ -807,8 +812,14 @@ def overlay_state(cluster: KubeFacts) -> OverlayState:
     is the list ``cluster.kube-system.pods`` reads too), the nodes (as ``cluster.nodes``) and,
     only when an overlay pod is not ready, that namespace's pod events. Raises
     FactMissing/FactError when the DaemonSets or pods cannot be read; a missing node list only
-    narrows the per-node view.
+    narrows the per-node view. Computed once per run (the fact cache keeps it with the lists
+    it comes from) although several checks ask.
     """
+    state: OverlayState = cluster.derived("overlay_state", lambda: _overlay_state(cluster))
+    return state
+
+
+def _overlay_state(cluster: KubeFacts) -> OverlayState:
     daemonsets = cluster.list_objects(DAEMONSETS)
     overlays = [ds for ds in daemonsets if _matches_overlay(ds) is not None]
     namespaces = sorted({str(_meta(ds).get("namespace", "kube-system")) for ds in overlays})

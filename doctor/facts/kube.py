@@ -15,6 +15,8 @@ is what every cluster check, and fleet's aggregator, reads the cluster through. 
 * ``count(resource, namespace=None)`` → how many objects exist (``limit=1`` and the server's
   ``remainingItemCount``), or None when the server does not say: a check can choose a cheaper
   strategy for a large cluster before it reads anything big.
+* ``derived(name, compute)``: a fact computed from those lists (the overlay's state), once
+  per run however many checks ask.
 * ``get(resource, namespace, name)``, ``pod_log(...)``, ``server_version()``; ``invalidate()``
   forgets everything (after a fix wrote to the cluster, the re-check reads again).
 
@@ -36,14 +38,16 @@ load it.
 
 from __future__ import annotations
 
+import functools
+import gc
 import json
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from doctor import __version__
@@ -52,6 +56,7 @@ from doctor.core.sources import ClusterFacts, ClusterTarget
 from doctor.facts.cluster import ClusterConfig
 
 PAGE_SIZE = 500
+T = TypeVar("T")
 #: Client-side rate limit: sustained requests per second, and how many may go at once.
 #: (kubectl's own defaults are 50/300 since 1.27; a run makes a few dozen requests.)
 DEFAULT_QPS = 50.0
@@ -143,7 +148,14 @@ class ApiError(FactError):
 _SET_EXPR = re.compile(r"^\s*([^\s!=]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
 
 
-def _split_selector(selector: str) -> list[str]:
+@functools.lru_cache(maxsize=256)
+def _split_selector(selector: str) -> tuple[str, ...]:
+    """The terms of a selector (comma is AND, except inside ``in (…)``); parsed once per
+    selector, since a held list is filtered item by item."""
+    return tuple(_split_terms(selector))
+
+
+def _split_terms(selector: str) -> list[str]:
     parts, depth, current = [], 0, ""
     for char in selector:
         if char == "(":
@@ -213,23 +225,113 @@ def field_selector_matches(selector: str | None, obj: dict[str, Any]) -> bool:
 # -- the facts ----------------------------------------------------------------------------
 
 
-#: Fields no check reads that make up much of a large list: dropped from every listed object.
-_BULKY_METADATA = ("managedFields",)
-_BULKY_STATUS = {"nodes": ("images",)}
+#: Fields no check reads that make up much of a large list, dropped from every listed object
+#: (live and bundle alike): server-side apply's bookkeeping, a node's image list, and the parts
+#: of a pod that only the kubelet acts on (probes, resources, security context). A check that
+#: needs one of them reads the object with ``get`` (never slimmed), or removes it from here.
+_SLIM_METADATA = ("managedFields",)
+_SLIM_STATUS: dict[str, tuple[str, ...]] = {"nodes": ("images",)}
+_SLIM_POD_SPEC = ("affinity", "securityContext", "priorityClassName", "schedulerName",
+                  "enableServiceLinks", "preemptionPolicy",
+                  "terminationGracePeriodSeconds")  # fmt: skip
+_SLIM_CONTAINER = ("livenessProbe", "readinessProbe", "startupProbe", "securityContext",
+                   "resources", "terminationMessagePath", "terminationMessagePolicy",
+                   "imagePullPolicy")  # fmt: skip
+_SLIM_CONTAINER_STATUS = ("containerID", "imageID")
+
+
+def _drop(obj: Any, keys: tuple[str, ...]) -> None:
+    if isinstance(obj, dict):
+        for key in keys:
+            obj.pop(key, None)
 
 
 def slim(resource: Resource, item: dict[str, Any]) -> dict[str, Any]:
-    """ITEM without the fields no check reads (server-side apply's ``managedFields``, often a
-    third of an object; a node's ``status.images``): a 5,000-node list then fits in memory."""
-    meta = item.get("metadata")
-    if isinstance(meta, dict):
-        for key in _BULKY_METADATA:
-            meta.pop(key, None)
+    """ITEM without the fields no check reads (see ``_SLIM_*``): a pod keeps half its size,
+    so 10,000 kube-system pods and 5,000 nodes fit in about 120 MB."""
+    _drop(item.get("metadata"), _SLIM_METADATA)
     status = item.get("status")
-    if isinstance(status, dict):
-        for key in _BULKY_STATUS.get(resource.plural, ()):
-            status.pop(key, None)
+    _drop(status, _SLIM_STATUS.get(resource.plural, ()))
+    if resource.plural == "pods":
+        spec = item.get("spec")
+        _drop(spec, _SLIM_POD_SPEC)
+        if isinstance(spec, dict):
+            for key in ("containers", "initContainers"):
+                for container in spec.get(key) or ():
+                    _drop(container, _SLIM_CONTAINER)
+        if isinstance(status, dict):
+            for key in ("containerStatuses", "initContainerStatuses"):
+                for container_status in status.get(key) or ():
+                    _drop(container_status, _SLIM_CONTAINER_STATUS)
     return item
+
+
+#: Parts of a pod its controller stamps from one template: equal across that controller's pods.
+_POD_TEMPLATE_PARTS = (("spec", "containers"), ("spec", "initContainers"), ("spec", "volumes"),
+                       ("spec", "tolerations"), ("spec", "nodeSelector"),
+                       ("metadata", "labels"), ("metadata", "ownerReferences"))  # fmt: skip
+
+
+class _SharedParts:
+    """Makes equal template parts of a list's pods one object (compared with ``==``, so only
+    truly equal values are shared): 5,000 pods of a DaemonSet hold its container specs once."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[Any, ...], Any] = {}
+
+    def share(self, pod: dict[str, Any]) -> None:
+        refs = (pod.get("metadata") or {}).get("ownerReferences")
+        owner = (
+            refs[0].get("uid")
+            if isinstance(refs, list) and refs and isinstance(refs[0], dict)
+            else None
+        )
+        if not owner:
+            return
+        for section, key in _POD_TEMPLATE_PARTS:
+            part = pod.get(section)
+            if not isinstance(part, dict) or key not in part:
+                continue
+            seen_key = (owner, section, key)
+            known = self._seen.get(seen_key)
+            if known is None:
+                self._seen[seen_key] = part[key]
+            elif known is not part[key] and known == part[key]:
+                part[key] = known
+
+
+class _NoCyclicGC:
+    """Pause the cyclic garbage collector while JSON is parsed (any thread; nested).
+
+    Parsed JSON holds no reference cycles, but its hundreds of thousands of new dicts trigger
+    full collections that rescan everything already held: with 10,000 pods held, parsing the
+    rest takes three times as long. On the way out what was parsed is moved to the permanent
+    generation (``gc.freeze``), so later collections do not rescan it either. Reference
+    counting still frees a page's objects as soon as they are dropped.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._was_enabled = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                gc.freeze()
+                if self._was_enabled:
+                    gc.enable()
+
+
+_no_cyclic_gc = _NoCyclicGC()
 
 
 def _parse_reads(reads: Iterable[str]) -> set[tuple[str, str | None]]:
@@ -325,6 +427,12 @@ class KubeFacts(ClusterFacts):
             key, lambda: self._list(resource, namespace, label_selector, field_selector)
         )
         return items
+
+    def derived(self, name: str, compute: Callable[[], T]) -> T:
+        """A fact computed from the run's lists (e.g. the overlay's state), computed once
+        however many checks ask; forgotten with the lists by :meth:`invalidate`."""
+        value: T = self._cached(("derived", name), compute)
+        return value
 
     def count(self, resource: Resource, namespace: str | None = None) -> int | None:
         """How many objects there are (None: the server does not say), read cheaply."""
@@ -442,7 +550,8 @@ class BundleCluster(KubeFacts):
             except (OSError, UnicodeDecodeError) as exc:
                 raise FactError(f"cluster/{resource.bundle_file}: {exc}") from exc
             try:
-                doc = json.loads(text)
+                with _no_cyclic_gc:
+                    doc = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise FactError(f"cluster/{resource.bundle_file}: invalid JSON: {exc}") from exc
             items = doc.get("items") if isinstance(doc, dict) else None
@@ -731,6 +840,7 @@ class LiveCluster(KubeFacts):
         # Pending pods), is read from the watch cache: no etcd read, no consistency needed.
         from_cache = resource.plural not in _GROWING or bool(fields)
         items: list[dict[str, Any]] = []
+        shared = _SharedParts() if resource.plural == "pods" else None
         token = ""
         while True:
             query = [("limit", str(PAGE_SIZE))]
@@ -742,11 +852,18 @@ class LiveCluster(KubeFacts):
                 query.append(("labelSelector", labels))
             if fields:
                 query.append(("fieldSelector", fields))
-            doc = self._request_json("GET", resource.path(ns), query=query, verb="list", what=what)
-            if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
-                raise ApiError(f"unexpected answer listing {what}: not a List")
-            # Page by page: only the slimmed objects outlive their page's bytes.
-            items.extend(slim(resource, i) for i in doc["items"] if isinstance(i, dict))
+            with _no_cyclic_gc:
+                doc = self._request_json(
+                    "GET", resource.path(ns), query=query, verb="list", what=what
+                )
+                if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
+                    raise ApiError(f"unexpected answer listing {what}: not a List")
+                # Page by page: only the slimmed objects outlive their page's bytes.
+                page = [slim(resource, i) for i in doc["items"] if isinstance(i, dict)]
+                if shared is not None:
+                    for pod in page:
+                        shared.share(pod)
+                items.extend(page)
             token = (doc.get("metadata") or {}).get("continue") or ""
             del doc
             if not token:
