@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from doctor.analysis.runtime import read_kubelet, version_text
 from doctor.core.context import CheckContext
-from doctor.core.errors import FactMissing
+from doctor.core.errors import FactError, FactMissing
 from doctor.core.fix import Action, Fix, FixSafety
 from doctor.core.model import Finding, Scope, Severity, Verdict
 from doctor.core.registry import Check
@@ -130,8 +131,11 @@ class NodeKernel(Check):
         plan = Plan()
         findings: list[Finding] = []
         notes: dict[str, Any] = {}
-        findings += self._bridge(node, assignments, plan, notes)
-        findings += self._forward(forward, assignments, plan)
+        dockerd = _dockerd_sets_kernel(node, kubelet)
+        if dockerd:
+            notes["dockerd"] = dockerd
+        findings += self._bridge(node, assignments, plan, notes, bool(dockerd))
+        findings += self._forward(forward, assignments, plan, bool(dockerd))
         findings += self._swap(node, kubelet, plan, notes)
         findings += self._cgroup(node, kubelet, notes)
         fix = self._build_fix(node, assignments, plan) if findings else None
@@ -160,7 +164,12 @@ class NodeKernel(Check):
 
     # -- br_netfilter and bridge-nf-call-iptables -------------------------------------------
     def _bridge(
-        self, node: NodeFacts, assignments: list[Assignment], plan: Plan, notes: dict[str, Any]
+        self,
+        node: NodeFacts,
+        assignments: list[Assignment],
+        plan: Plan,
+        notes: dict[str, Any],
+        dockerd: bool,
     ) -> list[Finding]:
         findings: list[Finding] = []
         bridge = _value(node, BRIDGE_NF)
@@ -202,7 +211,7 @@ class NodeKernel(Check):
                 )
             )
             plan.sysctls[BRIDGE_NF] = "1"
-        if not persisted:
+        if not persisted and not dockerd:
             findings.append(
                 Finding(
                     Severity.WARN,
@@ -238,7 +247,9 @@ class NodeKernel(Check):
         return findings
 
     # -- ip_forward -------------------------------------------------------------------------
-    def _forward(self, forward: str, assignments: list[Assignment], plan: Plan) -> list[Finding]:
+    def _forward(
+        self, forward: str, assignments: list[Assignment], plan: Plan, dockerd: bool
+    ) -> list[Finding]:
         findings: list[Finding] = []
         boot, setting = _boot_value(assignments, IP_FORWARD)
         if forward != "1":
@@ -253,7 +264,7 @@ class NodeKernel(Check):
                 )
             )
             plan.sysctls[IP_FORWARD] = "1"
-        if boot != "1":
+        if boot != "1" and not (dockerd and forward == "1"):
             where = (
                 f"set to {boot} at boot by {setting[-1].where()}"
                 if setting
@@ -440,6 +451,25 @@ class NodeKernel(Check):
             safety=safety,
             actions=actions,
         )
+
+
+def _dockerd_sets_kernel(node: NodeFacts, kubelet: Kubelet | None) -> str:
+    """On a Docker node dockerd itself loads br_netfilter and sets ip_forward = 1 at every
+    start (libnetwork's bridge driver; ``--ip-forward`` defaults to true), so those need no
+    boot file. Empty when that does not apply."""
+    if kubelet is None or kubelet.runtime != "docker":
+        return ""
+    try:
+        text = node.read_text("/etc/docker/daemon.json")
+        config = json.loads(text) if text else {}
+    except (FactError, ValueError):
+        config = {}  # node.docker.drift reports a broken daemon.json
+    if isinstance(config, dict) and config.get("ip-forward") is False:
+        return ""
+    return (
+        "the kubelet uses Docker: dockerd loads br_netfilter and sets ip_forward = 1 at "
+        "every start (no boot file needed)"
+    )
 
 
 def _applied_after(path: str, ours: str) -> bool:

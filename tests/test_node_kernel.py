@@ -278,3 +278,24 @@ def test_fix_rolled_back_when_a_step_fails(tmp_path: Path, fresh_netns: str) -> 
     after = {p: p.read_bytes() for p in (root / "etc").rglob("*") if p.is_file()}
     assert after == before
     assert not (root / "etc/sysctl.d/90-kdoctor.conf").exists()
+
+
+def test_on_a_docker_node_dockerd_sets_forwarding_and_br_netfilter(tmp_path: Path) -> None:
+    docker_flags = (
+        'KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix:///var/run/cri-dockerd.sock"\n'
+    )
+    bundle = bundle_with(
+        tmp_path,
+        {
+            "/var/lib/kubelet/kubeadm-flags.env": docker_flags,
+            "/etc/sysctl.d/k8s.conf": None,
+            "/etc/modules-load.d/k8s.conf": None,
+        },
+    )
+    result = run_on_bundle(NodeKernel, bundle)
+    assert result.status is Status.OK, result.summary
+    assert result.evidence["dockerd"].startswith("the kubelet uses Docker: dockerd loads")
+    # ... unless daemon.json turns it off
+    (bundle / "host/etc/docker").mkdir(parents=True)
+    (bundle / "host/etc/docker/daemon.json").write_text('{"ip-forward": false}\n')
+    assert run_on_bundle(NodeKernel, bundle).status is Status.WARN
