@@ -65,7 +65,8 @@ def many_imports(root: Path, count: int) -> None:
     etc = root / "etc/containerd"
     (etc / "conf.d").mkdir(parents=True)
     base = (FIXTURES / "kubeadm-1.7/etc/containerd/config.toml").read_text()
-    (etc / "config.toml").write_text(base.replace("imports = []", 'imports = ["/etc/containerd/conf.d/*.toml"]'))
+    glob = 'imports = ["/etc/containerd/conf.d/*.toml"]'
+    (etc / "config.toml").write_text(base.replace("imports = []", glob))
     for index in range(count):
         (etc / f"conf.d/{index:04d}.toml").write_text(
             f'version = 2\n[plugins."io.containerd.internal.v1.opt"]\n  path = "/opt/c{index}"\n'
@@ -84,7 +85,9 @@ def main() -> None:
         root = Path(tmp)
         many_imports(root, imports)
         ms = time_kdoctor(root, runs=3)
-        print(f"{f'{imports} imports':28} {ms:11.2f} {'-':>15}")
+        config = load_config(Tree(root), (1, 6, 20))
+        files = len(config.files) if config else 0
+        print(f"{f'{imports} imports ({files} files)':28} {ms:11.2f} {'-':>15}")
 
 
 if __name__ == "__main__":
