@@ -164,10 +164,8 @@ def _collect_cluster(directory: Path, args: argparse.Namespace) -> None:
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def check_fleet_bundle(
-    args: argparse.Namespace, checks: Sequence[type[Check]], render_text: TextRenderer
-) -> int:
-    """``kdoctor check --bundle DIR`` on a fleet bundle: node checks per node, cluster once."""
+def fleet_bundle_report(args: argparse.Namespace, checks: Sequence[type[Check]]) -> Report:
+    """The report of a fleet bundle: node checks per node, cluster checks once."""
     from doctor.core.context import Options
     from doctor.core.report import Report, Target, now
     from doctor.facts.cluster import NoCluster
@@ -186,4 +184,11 @@ def check_fleet_bundle(
         fleet_nodes=bundle.nodes,
         unreported=bundle.unreported,
     )
-    return _emit(Report(target=target, results=results, generated_at=now()), args, render_text)
+    return Report(target=target, results=results, generated_at=now())
+
+
+def check_fleet_bundle(
+    args: argparse.Namespace, checks: Sequence[type[Check]], render_text: TextRenderer
+) -> int:
+    """``kdoctor check --bundle DIR`` on a fleet bundle."""
+    return _emit(fleet_bundle_report(args, checks), args, render_text)

@@ -510,6 +510,14 @@ def cmd_tui(args: argparse.Namespace) -> int:
             checks = select_checks(args)
     finally:
         sys.stderr.write(captured.getvalue())  # still on the terminal after the TUI exits
+    from doctor.fleet.examine import is_fleet_bundle
+
+    if args.bundle is not None and is_fleet_bundle(args.bundle):
+        from doctor.fleet.command import fleet_bundle_report
+        from doctor.ui.tui.fleet import FleetApp
+
+        FleetApp(fleet_bundle_report(args, checks)).run()
+        return 0
     from doctor.ui.tui.app import KdoctorApp
 
     warnings = [line for line in captured.getvalue().splitlines() if line.strip()]
