@@ -13,7 +13,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from doctor.analysis.nft_eval import find_nft_blockers
@@ -103,6 +105,28 @@ def main() -> None:
         f"total: {done - start:.3f} s"
     )
     print(f"blockers: {len(blockers)}  unjudged: {len(unjudged)}")
+    del ruleset, blockers, unjudged
+    whole_check(text)
+
+
+def whole_check(text: str) -> None:
+    """The check as `kdoctor check --bundle` runs it: read, parse, evaluate, findings, plan."""
+    from checks.node_iptables_reject import IptablesReject
+    from doctor.core.context import CheckContext
+    from doctor.core.runner import run_one
+    from doctor.facts.cluster import NoCluster
+    from doctor.facts.node import BundleNodeFacts
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp)
+        (bundle / "commands").mkdir()
+        (bundle / "commands" / "nft-ruleset.json").write_text(text)
+        (bundle / "kdoctor-bundle.json").write_text('{"format": "kdoctor-bundle", "version": 1}')
+        ctx = CheckContext(node=BundleNodeFacts(bundle), cluster=NoCluster("bench"))
+        start = time.perf_counter()
+        result = run_one(IptablesReject, ctx)
+        done = time.perf_counter()
+    print(f"node.iptables.reject on the bundle: {done - start:.3f} s, status {result.status.value}")
 
 
 if __name__ == "__main__":

@@ -143,7 +143,7 @@ def test_empty_output_is_an_empty_ruleset() -> None:
     [
         (
             "table inet filter {\n}\n",
-            "not JSON (expected `nft -j list ruleset` output): Expecting value at line 1 column 1",
+            "not JSON (expected `nft -j list ruleset` output): Expecting value (line 1 column 1)",
         ),
         ('{"nftables": [{"table": {"family": "inet"', "not JSON"),
         ("[1, 2]", 'JSON without a top-level "nftables" list'),

@@ -731,6 +731,11 @@ BAD_CASES = {
     "jump-to-undeclared-chain": "line 63: jump to undeclared chain 'DOCKER-ISOLATION-STAGE-1'",
     "chain-loop": "chains jump deeper than",
     "garbled-sysconfig": "/etc/sysconfig/iptables: line 7: expected a rule",
+    "nft-not-json": "not JSON (expected `nft -j list ruleset` output): Expecting value (line 1",
+    "nft-truncated": "not JSON (expected `nft -j list ruleset` output): Unterminated string",
+    "nft-not-nft-output": 'JSON without a top-level "nftables" list',
+    "nft-chain-loop": "chains in table t jump deeper than 64 levels",
+    "nft-jump-to-missing-chain": "inet t input handle 4 jumps to chain 'a', not in the table",
 }
 
 
@@ -748,6 +753,8 @@ def test_bad_input_is_an_error_naming_file_and_reason(case: str) -> None:
     source = (
         "/etc/sysconfig/iptables" if case == "garbled-sysconfig" else "commands/iptables-save.txt"
     )
+    if case.startswith("nft-"):
+        source = "commands/nft-ruleset.json"
     assert result["summary"].startswith(source + ": ")
     assert BAD_CASES[case] in result["summary"]
 

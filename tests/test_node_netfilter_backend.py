@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import FIXTURES, check_json, require_root_tools, result_of
+from tests.conftest import BAD_INPUT, FIXTURES, check_json, require_root_tools, result_of
 from tests.netfilter_lab import Lab, netfilter_lab
 
 CHECK = "node.netfilter.backend"
@@ -185,3 +185,21 @@ def test_bundle_garbled_backend_output_is_an_error(tmp_path: Path) -> None:
     )
     assert (code, result["status"]) == (3, "error")
     assert "commands/iptables-legacy-save.txt: line 2" in result["summary"]
+
+
+BAD_CASES = {
+    "garbled-legacy": "commands/iptables-legacy-save.txt: line 2: -j without a target",
+    "truncated-nft": "commands/iptables-nft-save.txt: line 12: input ends mid-line",
+    "binary-legacy": "commands/iptables-legacy-save.txt: binary data",
+}
+
+
+def test_bad_input_corpus_is_complete() -> None:
+    assert {p.name for p in (BAD_INPUT / CHECK).iterdir()} == set(BAD_CASES)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_input_is_an_error_naming_file_and_reason(case: str) -> None:
+    code, result = bundle_result(BAD_INPUT / CHECK / case)
+    assert (code, result["status"]) == (3, "error")
+    assert result["summary"].startswith(BAD_CASES[case])

@@ -637,20 +637,13 @@ def _run(state: _Walk, chain: NftChain, via: tuple[NftRule, ...], depth: int) ->
     """Run one chain; a decision, or None when it returns (or falls off its end)."""
     if depth > _MAX_DEPTH:
         raise WalkError(f"chains in table {state.table.name} jump deeper than {_MAX_DEPTH} levels")
-    proto, dport, removed = state.probe.proto, state.probe.dport, state.removed
-    guards = state.guards.get(id(chain))
-    if guards is None or len(guards) != len(chain.rules):
-        guards = state.guards[id(chain)] = [_port_guard(rule) for rule in chain.rules]
-    for rule, guard in zip(chain.rules, guards, strict=True):
-        if guard is not None:
-            # Inlined _passes(): this loop runs once per rule per probe.
-            wanted, ports, ranges = guard
-            if wanted != proto and (wanted != "th" or proto not in ("tcp", "udp")):
-                continue
-            if dport not in ports and not (
-                ranges and any(low <= dport <= high for low, high in ranges)
-            ):
-                continue
+    removed = state.removed
+    index = state.guards.get(id(chain))
+    if index is None or index.size != len(chain.rules):
+        index = state.guards[id(chain)] = ChainIndex.of(chain)
+    rules = chain.rules
+    for position in index.candidates(state.probe):
+        rule = rules[position]
         if removed and rule.handle in removed:
             continue
         state.steps += 1
@@ -694,8 +687,60 @@ def _run(state: _Walk, chain: NftChain, via: tuple[NftRule, ...], depth: int) ->
 # A large ruleset is mostly `tcp dport N accept`. Its leading port match, read once per
 # rule, settles most rules for most probes without evaluating any expression.
 _PortGuard = tuple[str, frozenset[int], tuple[tuple[int, int], ...]]
-#: Per chain (by id, for the duration of one evaluation): the guard of each of its rules.
-GuardCache = dict[int, list[_PortGuard | None]]
+
+
+@dataclass(frozen=True)
+class ChainIndex:
+    """A chain's rules by the destination port their leading match requires.
+
+    Built once per chain and evaluation, so a probe visits only the rules that can match
+    its port (and every rule without such a match), in chain order: a 50,000-rule allow
+    list costs one dictionary lookup per probe, not 50,000 rule evaluations.
+    """
+
+    size: int
+    unguarded: tuple[int, ...]
+    by_port: dict[tuple[str, int], tuple[int, ...]]
+    ranged: tuple[tuple[int, str, tuple[tuple[int, int], ...]], ...]
+
+    @classmethod
+    def of(cls, chain: NftChain) -> ChainIndex:
+        unguarded: list[int] = []
+        by_port: dict[tuple[str, int], list[int]] = {}
+        ranged: list[tuple[int, str, tuple[tuple[int, int], ...]]] = []
+        for position, rule in enumerate(chain.rules):
+            guard = _port_guard(rule)
+            if guard is None:
+                unguarded.append(position)
+                continue
+            protocol, ports, ranges = guard
+            for port in ports:
+                by_port.setdefault((protocol, port), []).append(position)
+            if ranges:
+                ranged.append((position, protocol, ranges))
+        return cls(
+            len(chain.rules),
+            tuple(unguarded),
+            {key: tuple(value) for key, value in by_port.items()},
+            tuple(ranged),
+        )
+
+    def candidates(self, probe: Probe) -> list[int]:
+        """Positions of the rules that may match ``probe``, in chain order."""
+        protocols = [probe.proto] + (["th"] if probe.proto in ("tcp", "udp") else [])
+        found = list(self.unguarded)
+        for protocol in protocols:
+            found.extend(self.by_port.get((protocol, probe.dport), ()))
+        found.extend(
+            position
+            for position, protocol, ranges in self.ranged
+            if protocol in protocols and any(low <= probe.dport <= high for low, high in ranges)
+        )
+        return sorted(set(found))
+
+
+#: Per chain (by id, for the duration of one evaluation): its index.
+GuardCache = dict[int, ChainIndex]
 
 
 def _port_guard(rule: NftRule) -> _PortGuard | None:

@@ -9,8 +9,11 @@ position (line and column for JSON syntax, the index in the ``nftables`` array o
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,12 +160,31 @@ def parse_nft_ruleset(text: str, source: str) -> NftRuleset:
     """
     if not text.strip():
         return NftRuleset(source, {})
+    with _collector_paused():
+        return _parse_document(text, source)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Building a large ruleset allocates hundreds of thousands of containers, none of them
+    garbage; Python's cyclic collector would walk the growing heap again and again (half
+    the parse time of a 50,000-rule ruleset). Reference counting still frees everything."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse_document(text: str, source: str) -> NftRuleset:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise NftParseError(
             f"{source}: not JSON (expected `nft -j list ruleset` output): {exc.msg} "
-            f"at line {exc.lineno} column {exc.colno}"
+            f"(line {exc.lineno} column {exc.colno})"
         ) from exc
     except RecursionError as exc:
         raise NftParseError(f"{source}: JSON nested too deeply") from exc
