@@ -1259,7 +1259,8 @@ def _add_nft_handles(findings: Sequence[Finding], nft: NftFacts | None) -> None:
             chain = table.chains.get(str(evidence.get("chain")))
             if chain is not None and 0 < position <= len(chain.rules):
                 handle = chain.rules[position - 1].handle
-        evidence.setdefault("handle", handle)
+        if handle is not None:
+            evidence.setdefault("handle", handle)
 
 
 def analyse_nft(

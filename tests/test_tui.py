@@ -692,6 +692,11 @@ async def scenario_iptables_fix(root: str, state: str, answer: str) -> dict[str,
         await pilot.press("enter")
         assert isinstance(app.screen, CheckScreen)
         out["findings"] = screen_text(app)
+        # The findings scroll (pgdn) when their evidence is longer than the screen.
+        await pilot.press("pagedown")
+        await pilot.pause()
+        out["findings"] += screen_text(app)
+        await pilot.press("pageup")
         await pilot.press("x")
         plan_screen = app.screen
         assert isinstance(plan_screen, PlanScreen)
