@@ -467,3 +467,24 @@ def test_fixture_sources_are_next_to_their_json() -> None:
     for generated in NFT.glob("*.json"):
         sources = [generated.with_suffix(s) for s in (".nft", ".conf")]
         assert any(Path(s).exists() for s in sources), generated
+
+
+def test_a_zone_bound_to_one_host_interface_makes_a_later_block_conditional() -> None:
+    def iif(name: str) -> dict[str, Any]:
+        return {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": name}}
+
+    rs = ruleset_of(
+        table(),
+        chain("in"),
+        chain("zone_public", hook=None),
+        rule("in", 2, iif("eth0"), {"goto": {"target": "zone_public"}}),
+        rule("in", 3, {"reject": None}),
+        rule("zone_public", 4, dport(10250), {"accept": None}),
+    )
+    found = blockers(rs, [KUBELET, API])
+    by_probe = {p.label: b for b in found for p in b.probes}
+    # The kubelet is open on eth0 (its zone accepts it), refused on other interfaces.
+    assert not by_probe[KUBELET.label].certain
+    assert [r.handle for r, _ in by_probe[KUBELET.label].unless] == [2]
+    # The API server is refused on every interface.
+    assert by_probe[API.label].certain

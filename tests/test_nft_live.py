@@ -482,3 +482,44 @@ def test_collect_writes_every_backend_and_the_bundle_decides_as_live(
     assert [f["message"] for f in from_bundle["findings"]] == [
         f["message"] for f in live["findings"]
     ]
+
+
+def test_firewalld_fix_goes_through_firewall_cmd_and_undoes_itself(tmp_path: Path) -> None:
+    from checks.node_iptables_reject import IptablesReject
+    from doctor.core.context import CheckContext
+    from doctor.core.runner import run_one
+    from doctor.facts.cluster import NoCluster
+    from doctor.facts.node import BundleNodeFacts
+    from fixes.base import Command
+
+    bundle = nft_bundle(tmp_path, (NFT / "firewalld-rhel9.json").read_text())
+    ctx = CheckContext(node=BundleNodeFacts(bundle), cluster=NoCluster("n/a"))
+    result = run_one(IptablesReject, ctx)
+    assert result.fix is not None
+    commands = [a for a in result.fix.actions if isinstance(a, Command)]
+    assert [c.argv for c in commands] == [
+        [
+            "firewall-cmd",
+            "--permanent",
+            "--add-port=10250/tcp",
+            "--add-port=2379/tcp",
+            "--add-port=2380/tcp",
+            "--add-port=6443/tcp",
+            "--add-port=6783/tcp",
+            "--add-port=6783/udp",
+            "--add-port=6784/udp",
+        ],
+        ["firewall-cmd", "--permanent", "--zone=trusted", "--add-interface=weave"],
+        ["firewall-cmd", "--reload"],
+    ]
+    assert commands[0].undo_argvs[0][2:] == [
+        arg.replace("--add-", "--remove-") for arg in commands[0].argv[2:]
+    ]
+    assert commands[1].undo_argvs == [
+        ["firewall-cmd", "--permanent", "--zone=trusted", "--remove-interface=weave"],
+        ["firewall-cmd", "--reload"],
+    ]
+    # Nothing in firewalld's table is touched directly.
+    assert all(
+        type(a).__name__ not in ("DeleteNftRule", "SnapshotNftTable") for a in result.fix.actions
+    )

@@ -652,7 +652,7 @@ def _run(state: _Walk, chain: NftChain, via: tuple[NftRule, ...], depth: int) ->
         for alternative in rule_alternatives(rule, state.probe, state.ctx):
             verdict = alternative.verdict
             if alternative.condition.tri is Tri.MAYBE:
-                decided = _maybe(state, rule, chain, alternative, via)
+                decided = _maybe(state, rule, chain, alternative, via, depth)
                 if decided is not None:
                     return decided
                 continue
@@ -780,7 +780,12 @@ def _port_guard(rule: NftRule) -> _PortGuard | None:
 
 
 def _maybe(
-    state: _Walk, rule: NftRule, chain: NftChain, alternative: Alternative, via: tuple[NftRule, ...]
+    state: _Walk,
+    rule: NftRule,
+    chain: NftChain,
+    alternative: Alternative,
+    via: tuple[NftRule, ...],
+    depth: int,
 ) -> _Decision | None:
     verdict = alternative.verdict
     if verdict is None:
@@ -791,6 +796,17 @@ def _maybe(
     hint = alternative.condition.hint
     if verdict.kind in ("accept", "nat") and hint is not None and reason is None:
         state.conditional.append((rule, hint))
+        return None
+    target = state.table.chains.get(verdict.target or "")
+    if verdict.kind in ("jump", "goto") and hint is not None and reason is None and target:
+        # `iifname "eth0" goto filter_IN_public`: a zone for one host interface. If that
+        # zone accepts the packet, a block after it applies only on other interfaces.
+        trial = _Walk(state.table, state.probe, state.ctx, state.removed, state.defers)
+        trial.guards, trial.steps = state.guards, state.steps
+        decided = _run(trial, target, (*via, rule), depth + 1)
+        state.steps = trial.steps
+        if decided is not None and decided[0] is Fate.ACCEPTED:
+            state.conditional.append((rule, hint))
         return None
     if reason is not None and not state.defers and verdict.kind not in ("return", "continue"):
         state.uncertain.append(Uncertain(rule, reason, verdict))
