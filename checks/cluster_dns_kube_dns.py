@@ -716,6 +716,12 @@ class KubeDns(Check):
                             ready.append(who)
             except FactMissing:
                 found = False
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                # discovery.k8s.io is not served (a pre-1.21 server, or one that reports
+                # a newer version than it serves): the core Endpoints object has the same.
+                found, source = False, ""
         if not found:
             try:
                 obj = cluster.get(ENDPOINTS, NAMESPACE, SERVICE)

@@ -1204,6 +1204,13 @@ class DockerDrift(Check):
             )
             for f in findings
         ]
+        if not findings and info.data is None:
+            # Installed, the files agree, but the daemon did not answer: whether it runs
+            # what they say cannot be told. Never `ok` on the files alone.
+            raise FactError(
+                f"Docker is installed but {info.note}: the configuration files agree, the "
+                "running daemon could not be compared"
+            )
         fix, no_fix = (None, None)
         if findings:
             fix, no_fix = build_fix(node, analysis, bool(drift))

@@ -53,13 +53,26 @@ def select_checks(args: argparse.Namespace, explicit: Sequence[str] = ()) -> lis
     wanted = list(args.only) + list(explicit)
     unknown = [i for i in [*wanted, *args.skip] if i not in known]
     if unknown:
-        raise UsageError(f"unknown check id(s): {', '.join(unknown)} (see `kdoctor list`)")
+        raise UsageError(
+            f"unknown check id(s): {', '.join(unknown)}",
+            "known checks: " + ", ".join(sorted(known)),
+        )
     checks = list(registry.checks)
     if args.scope != "all":
         checks = [c for c in checks if c.scope.value == args.scope]
     if wanted:
         checks = [c for c in checks if c.id in wanted]
-    return [c for c in checks if c.id not in args.skip]
+    checks = [c for c in checks if c.id not in args.skip]
+    if not checks:
+        given = [f"--scope {args.scope}"]
+        given += [f"--only {','.join(args.only)}"] if args.only else []
+        given += [f"--skip {','.join(args.skip)}"] if args.skip else []
+        given += list(explicit)
+        raise UsageError(
+            f"no check selected: {' '.join(given)} leave(s) nothing to run",
+            "`kdoctor list` shows every check with its scope",
+        )
+    return checks
 
 
 def open_target(
@@ -71,8 +84,10 @@ def open_target(
     from doctor.core.sources import NodeFacts
     from doctor.facts.cluster import NoCluster, find_cluster_config
     from doctor.facts.node import BundleNodeFacts, LiveNodeFacts
+    from doctor.facts.node_role import not_a_node_reason
 
     needs_cluster = any(c.scope is Scope.CLUSTER for c in checks)
+    needs_node = any(c.scope is Scope.NODE for c in checks)
     options = Options(
         verbose=args.verbose,
         check_timeout=args.timeout,
@@ -86,23 +101,7 @@ def open_target(
     )
     if args.bundle is not None:
         bundle = args.bundle
-        manifest_path = bundle / "kdoctor-bundle.json"
-        if not bundle.is_dir():
-            raise UsageError(f"--bundle {bundle}: not a directory")
-        node_name = None
-        try:
-            manifest = json.loads(manifest_path.read_text())
-            if manifest.get("format") != "kdoctor-bundle" or manifest.get("version") != 1:
-                raise UsageError(f"{manifest_path}: not a kdoctor bundle of format version 1")
-            node_name = manifest.get("node")
-        except FileNotFoundError:
-            print(
-                f"kdoctor: warning: {manifest_path} is missing; reading the directory as a "
-                "bundle anyway",
-                file=sys.stderr,
-            )
-        except (json.JSONDecodeError, AttributeError) as exc:
-            raise UsageError(f"{manifest_path}: invalid manifest: {exc}") from exc
+        node_name = read_bundle_manifest(bundle)
 
         def cluster_of_bundle() -> ClusterFacts:
             from doctor.facts.kube import open_bundle_cluster
@@ -113,13 +112,18 @@ def open_target(
 
         def bundle_ctx() -> CheckContext:
             node: NodeFacts = BundleNodeFacts(bundle)
-            return CheckContext(node=node, cluster=bundle_cluster, options=options)
+            return CheckContext(
+                node=node,
+                cluster=bundle_cluster,
+                options=options,
+                not_a_node=not_a_node_reason(node) if needs_node else None,
+            )
 
         target = Target(node=node_name, bundle=str(bundle), cluster=bundle_cluster.target)
         return Session(list(checks), bundle_ctx, target)
 
     if needs_cluster:
-        config, where = find_cluster_config(args.kubeconfig, args.context)
+        config, where = find_cluster_config(args.kubeconfig, args.context, root=args.root)
         if config is None:
             cluster: ClusterFacts = NoCluster(where)
         else:
@@ -139,7 +143,13 @@ def open_target(
 
     def live_ctx() -> CheckContext:
         node: NodeFacts = LiveNodeFacts(root)
-        return CheckContext(node=node, cluster=cluster, options=options, probes=probes)
+        return CheckContext(
+            node=node,
+            cluster=cluster,
+            options=options,
+            probes=probes,
+            not_a_node=not_a_node_reason(node) if needs_node else None,
+        )
 
     node_name = live_node_name() if root == Path("/") else f"{live_node_name()} (root {root})"
     return Session(
@@ -148,6 +158,39 @@ def open_target(
         Target(node=node_name, bundle=None, cluster=cluster.target),
         cleanup=probes.cleanup if probes is not None else lambda: [],
     )
+
+
+BUNDLE_HINT = (
+    "a bundle is what `kdoctor collect DIR` writes (kdoctor-bundle.json, host/, commands/)"
+)
+
+
+def read_bundle_manifest(bundle: Path) -> str | None:
+    """Check that BUNDLE is a kdoctor bundle (format version 1); its node name."""
+    if not bundle.is_dir():
+        raise UsageError(f"--bundle {bundle}: not a directory", BUNDLE_HINT)
+    manifest_path = bundle / "kdoctor-bundle.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(
+            f"--bundle {bundle}: not a kdoctor bundle (no kdoctor-bundle.json)", BUNDLE_HINT
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{manifest_path}: cannot be read: {exc}", BUNDLE_HINT) from exc
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{manifest_path}: invalid manifest: {exc}", BUNDLE_HINT) from exc
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != "kdoctor-bundle"
+        or manifest.get("version") != 1
+    ):
+        raise UsageError(
+            f"--bundle {bundle}: not a kdoctor bundle of format version 1 ({manifest_path})",
+            BUNDLE_HINT,
+        )
+    node = manifest.get("node")
+    return node if isinstance(node, str) else None
 
 
 def probe_cluster(cluster: ClusterFacts, options: Options) -> ProbeCluster | None:
@@ -180,6 +223,7 @@ def make_fix_context(session: Session, root: Path, on_step: Callable[[str], None
         node=base_ctx.node,
         cluster=base_ctx.cluster,
         options=base_ctx.options,
+        not_a_node=base_ctx.not_a_node,
         runner=CommandRunner(on_step=on_step),
         root=root,
         kube=kube_writer(base_ctx.cluster),

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from doctor.core.context import FixContext
-from doctor.core.fix import Action
+from doctor.core.fix import Action, UndoRecord
+from fixes.preflight import command_problems
 
 
 @dataclass
@@ -36,5 +37,18 @@ class ReloadOnRollback(Action):
         return None
 
     def undo(self, ctx: FixContext, backup: Path) -> None:
+        if not ctx.node.systemd_running():
+            # Nothing loaded the changed units, so there is nothing to reload or restart.
+            ctx.runner.on_step("systemd is not running: no reload or restart needed")
+            return
         for argv in self.argvs:
             ctx.runner.run(argv)
+
+    def preflight(self, ctx: FixContext) -> list[str]:
+        problems: list[str] = []
+        for argv in self.argvs:
+            problems.extend(p for p in command_problems(ctx, argv) if p not in problems)
+        return problems
+
+    def undo_record(self, backup: Path) -> UndoRecord:
+        return UndoRecord(commands=[(argv, None) for argv in self.argvs])

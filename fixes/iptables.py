@@ -9,13 +9,15 @@ the CNI rewrites the chain, a specification cannot delete the wrong rule.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from doctor.core.context import FixContext
-from doctor.core.fix import Action
+from doctor.core.fix import Action, Restored, UndoRecord
+from fixes.preflight import command_problems
 
 
 class RestoreError(Exception):
@@ -73,6 +75,49 @@ class SnapshotRuleset(Action):
         saved = (backup / self.BACKUP_NAME).read_text(encoding="utf-8")
         ctx.runner.run([self.backend.restore, "-c", "-T", self.table], stdin=saved)
 
+    def restored(self, ctx: FixContext, backup: Path) -> list[Restored]:
+        """The table as saved now equals the backup's (rules and policies; counters and
+        comments aside: they change with every packet)."""
+        saved = backup / self.BACKUP_NAME
+        what = f"{self.backend.name} {self.table} table"
+        try:
+            now = ctx.runner.run([self.backend.save, "-t", self.table])
+        except Exception as exc:
+            return [Restored(what, str(saved), False, f"cannot read it back: {exc}")]
+        before = saved.read_text(encoding="utf-8")
+        if table_rules(now, self.table) != table_rules(before, self.table):
+            return [Restored(what, str(saved), False, "its rules differ from the backup")]
+        return [Restored(what, str(saved), True)]
+
+    def preflight(self, ctx: FixContext) -> list[str]:
+        problems = command_problems(ctx, [self.backend.save, "-c"])
+        problems += [
+            p
+            for p in command_problems(ctx, [self.backend.restore, "-c", "-T", self.table])
+            if p not in problems
+        ]
+        return problems
+
+    def undo_record(self, backup: Path) -> UndoRecord:
+        return UndoRecord(
+            commands=[([self.backend.restore, "-c", "-T", self.table], self.BACKUP_NAME)],
+            snapshot=[self.backend.save, "-c"],
+        )
+
+
+def table_rules(saved: str, table: str) -> list[str]:
+    """One table of ``iptables-save`` output: chain policies and rules, counters zeroed."""
+    lines: list[str] = []
+    inside = False
+    for line in saved.splitlines():
+        if line.startswith("*"):
+            inside = line[1:].strip() == table
+            continue
+        if not inside or not line.strip() or line.startswith("#") or line == "COMMIT":
+            continue
+        lines.append(re.sub(r"\[\d+:\d+\]", "[0:0]", line).replace(" -c 0 0", ""))
+    return lines
+
 
 @dataclass
 class RuleEdit(Action):
@@ -100,6 +145,12 @@ class RuleEdit(Action):
 
     def apply(self, ctx: FixContext) -> None:
         ctx.runner.run(self.argv())
+
+    def preflight(self, ctx: FixContext) -> list[str]:
+        return command_problems(ctx, self.argv())
+
+    def undo_record(self, backup: Path) -> UndoRecord:
+        return UndoRecord()  # the ruleset snapshot taken first puts the table back
 
 
 @dataclass
@@ -133,3 +184,6 @@ class KeepRule(Action):
 
     def apply(self, ctx: FixContext) -> None:
         ctx.runner.on_step(f"left in place: {self.rule_text}")
+
+    def undo_record(self, backup: Path) -> UndoRecord:
+        return UndoRecord()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from doctor.core.context import FixContext
-from doctor.core.fix import Action
+from doctor.core.fix import Action, UndoRecord
 from doctor.facts.kube import PODS, ApiError, LiveCluster, Resource
 
 
@@ -85,6 +85,12 @@ def _writer(ctx: FixContext) -> KubeWriter:
     if not isinstance(ctx.kube, KubeWriter):
         raise KubeStepFailed("no live cluster to change (fixes never run on a bundle)")
     return ctx.kube
+
+
+def _writer_problems(ctx: FixContext) -> list[str]:
+    if not isinstance(ctx.kube, KubeWriter):
+        return ["no live cluster to change (no kubeconfig, or a bundle)"]
+    return []
 
 
 def _kubectl_ns(namespace: str | None) -> list[str]:
@@ -189,6 +195,30 @@ class PatchObject(Action):
         self.applied = True
         self.applied_version = str((result.get("metadata") or {}).get("resourceVersion", ""))
 
+    def preflight(self, ctx: FixContext) -> list[str]:
+        """The object is still there, at the version the plan was made from."""
+        problems = _writer_problems(ctx)
+        if problems:
+            return problems
+        writer = _writer(ctx)
+        what = f"{self.resource.kind} {self.namespace + '/' if self.namespace else ''}{self.name}"
+        try:
+            current = writer.get(self._at_version, self.namespace, self.name)
+        except ApiError as exc:
+            if exc.status == 404:
+                return [f"{what} no longer exists: nothing to patch"]
+            return [f"cannot read {what} before patching it: {exc}"]
+        version = str((current.get("metadata") or {}).get("resourceVersion", ""))
+        if version != self.resource_version and not patch_is_noop(current, self.patch):
+            return [
+                f"{what} changed since the plan was made (resourceVersion "
+                f"{self.resource_version} → {version}): run kdoctor fix again for a fresh plan"
+            ]
+        return []
+
+    def undo_record(self, backup: Path) -> UndoRecord | None:
+        return None  # a later undo would overwrite whatever changed since: left to a human
+
     def undo(self, ctx: FixContext, backup: Path) -> None:
         if not self.applied:
             return
@@ -246,6 +276,12 @@ class DeletePod(Action):
         note = f"  # {self.owner} recreates it" if self.owner else ""
         return [shlex.join(argv) + note]
 
+    def preflight(self, ctx: FixContext) -> list[str]:
+        return _writer_problems(ctx)
+
+    def undo_record(self, backup: Path) -> UndoRecord:
+        return UndoRecord()  # its controller recreated it: nothing to put back
+
     def apply(self, ctx: FixContext) -> None:
         ctx.runner.on_step(self.describe()[0])
         try:
@@ -267,6 +303,12 @@ class RestartPods(Action):
     def describe(self) -> list[str]:
         argv = ["kubectl", "-n", self.namespace, "delete", "pods", "-l", self.label_selector]
         return [shlex.join(argv) + (f"  # {self.owner} recreates them" if self.owner else "")]
+
+    def preflight(self, ctx: FixContext) -> list[str]:
+        return _writer_problems(ctx)
+
+    def undo_record(self, backup: Path) -> UndoRecord:
+        return UndoRecord()  # the controller recreated them: nothing to put back
 
     def apply(self, ctx: FixContext) -> None:
         ctx.runner.on_step(self.describe()[0])

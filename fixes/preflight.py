@@ -25,6 +25,17 @@ SYSTEMD_DIRS = (
 )
 
 
+#: Programs whose changes need root (the fix steps kdoctor's fixes run on a node).
+PRIVILEGED_TOOLS = frozenset(
+    {
+        "systemctl", "iptables", "iptables-restore", "iptables-save", "ip6tables",
+        "iptables-legacy", "iptables-legacy-restore", "iptables-legacy-save",
+        "iptables-nft", "iptables-nft-restore", "iptables-nft-save", "nft",
+        "modprobe", "sysctl", "swapoff", "mount", "firewall-cmd",
+    }
+)  # fmt: skip
+
+
 def is_root() -> bool:
     return os.geteuid() == 0
 
@@ -47,7 +58,7 @@ def command_problems(ctx: FixContext, argv: list[str]) -> list[str]:
         problem = systemd_problem(ctx, f"`{shown}`")
         if problem:
             problems.append(problem)
-    if not is_root():
+    if not is_root() and argv[0] in PRIVILEGED_TOOLS:
         problems.append(f"`{shown}` needs root: run kdoctor fix as root (sudo)")
     return problems
 

@@ -80,6 +80,7 @@ def test_cluster_checks_skip_naming_where_the_kubeconfig_was_looked_for(tmp_path
 
 def test_prometheus_output_parses_and_is_a_state_set(tmp_path: Path) -> None:
     out = tmp_path / "textfile" / "kdoctor.prom"
+    out.parent.mkdir()  # --output writes into an existing directory
     proc = kdoctor(
         "check",
         "--bundle",

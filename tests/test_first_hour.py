@@ -204,7 +204,10 @@ def test_fix_as_a_non_root_user_refuses_with_the_reason() -> None:
                 "kubelet": {"ActiveState": "inactive", "UnitFileState": "disabled"},
             },
         )
-        node.log_file.chmod(0o666)  # the shim logs every call, also nobody's
+        # The shim keeps its state, lock and log beside the node: nobody's calls use them too.
+        node.base.chmod(0o777)
+        for path in (node.log_file, node.state_file):
+            path.chmod(0o666)
         state = home / "state"
         state.mkdir()
         os.chown(state, *_nobody_ids())

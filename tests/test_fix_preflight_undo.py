@@ -147,8 +147,9 @@ def test_what_the_text_report_recommends_for_a_bundle_fix_accepts(tmp_path: Path
     recommended = [
         line[line.index("kdoctor fix") :].strip().strip("`").split("`")[0]
         for line in text.splitlines()
-        if "kdoctor fix" in line
+        if "kdoctor fix" in line and line.lstrip().startswith(("[*]", "manual fix"))
     ]
+    assert recommended
     for command in recommended:
         argv = command.split()[1:]
         if "--bundle" not in argv:
@@ -178,7 +179,8 @@ def test_undo_of_an_unknown_entry_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_undo_reverses_enable_now_and_rechecks(tmp_path: Path) -> None:
     node = FakeSystemd(
-        tmp_path, {"docker": UP, "kubelet": {"ActiveState": "inactive", "UnitFileState": "disabled"}}
+        tmp_path,
+        {"docker": UP, "kubelet": {"ActiveState": "inactive", "UnitFileState": "disabled"}},
     )
     before = node.states()
     assert fix(node, "node.services").returncode == 0
@@ -201,7 +203,8 @@ def test_undo_reverses_enable_now_and_rechecks(tmp_path: Path) -> None:
 
 def test_undo_without_yes_and_no_terminal_changes_nothing(tmp_path: Path) -> None:
     node = FakeSystemd(
-        tmp_path, {"docker": UP, "kubelet": {"ActiveState": "inactive", "UnitFileState": "disabled"}}
+        tmp_path,
+        {"docker": UP, "kubelet": {"ActiveState": "inactive", "UnitFileState": "disabled"}},
     )
     assert fix(node, "node.services").returncode == 0
     applied = node.states()

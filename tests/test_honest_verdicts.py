@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.apiserver import ApiServer
-from tests.conftest import BUNDLES, check_json, copy_bundle, kdoctor, result_of
+from tests.conftest import BUNDLES, check_json, kdoctor, result_of
 from tests.shims.fakesystemd import FakeSystemd
 
 NO_CLUSTER_ENV = {"KUBECONFIG": ""}  # HOME is set per test: no ~/.kube/config is found
@@ -23,6 +23,13 @@ def no_cluster(tmp_path: Path) -> dict[str, str]:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     return {**NO_CLUSTER_ENV, "HOME": str(home)}
+
+
+def copy_bundle(src: Path, tmp_path: Path) -> Path:
+    """A private copy of a fixture bundle (its absolute unit links kept as links)."""
+    dst = tmp_path / "b"
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
 
 
 def usage_error(proc: Any) -> list[str]:
@@ -153,10 +160,11 @@ def test_docker_daemon_down_in_a_bundle_is_an_error(tmp_path: Path) -> None:
 
 def test_docker_not_installed_is_a_skip_on_a_live_root(tmp_path: Path) -> None:
     root = _node_root(tmp_path)
-    for unit in root.rglob("docker*"):
-        if unit.is_file() or unit.is_symlink():
-            unit.unlink()
-    shutil.rmtree(root / "etc/docker", ignore_errors=True)
+    for path in sorted(root.rglob("docker*"), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     env = {"DOCKER_HOST": f"unix://{tmp_path}/nobody-listens.sock", "PATH": str(tmp_path)}
     _code, report = check_json("--root", str(root), "--only", "node.docker.drift", env=env)
     result = result_of(report, "node.docker.drift")
@@ -302,7 +310,11 @@ def test_fix_without_an_id_says_which_failing_check_it_cannot_fix(tmp_path: Path
         tmp_path,
         {
             "docker": {"ActiveState": "active", "UnitFileState": "enabled"},
-            "kubelet": {"LoadState": "masked", "ActiveState": "inactive", "UnitFileState": "masked"},
+            "kubelet": {
+                "LoadState": "masked",
+                "ActiveState": "inactive",
+                "UnitFileState": "masked",
+            },
         },
     )
     proc = kdoctor(

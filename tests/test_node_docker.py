@@ -189,7 +189,7 @@ def make_bundle(tmp_path: Path, files: dict[str, str]) -> Path:
 
 def test_no_docker_at_all_is_skipped(tmp_path: Path) -> None:
     code, result = bundle_result(make_bundle(tmp_path, {}))
-    assert code == 0 and result["status"] == "skip"
+    assert code == 3 and result["status"] == "skip"  # nothing decided
     assert result["summary"].startswith("Docker is not installed: no docker.service unit")
     assert "commands/docker-info.json" in result["summary"]
 
@@ -341,8 +341,11 @@ def require_dockerd() -> None:
 
 
 @contextmanager
-def dockerd(config_file: Path, flags: list[str]) -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
-    """Start dockerd with its own state; yield (socket, process); stop it by its pidfile."""
+def dockerd(
+    config_file: Path, flags: list[str], env: dict[str, str] | None = None
+) -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
+    """Start dockerd with its own state (ENV added to a clean environment); yield (socket,
+    process); stop it by its pidfile."""
     state = Path(tempfile.mkdtemp(prefix="kdd-", dir="/tmp"))  # short: unix socket path limit
     sock = state / "docker.sock"
     pidfile = state / "pid"
@@ -352,7 +355,9 @@ def dockerd(config_file: Path, flags: list[str]) -> Iterator[tuple[Path, subproc
         "--config-file", str(config_file), *flags,
     ]  # fmt: skip
     log = (state / "log").open("wb")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=CLEAN_ENV, cwd=state)
+    proc = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, env={**CLEAN_ENV, **(env or {})}, cwd=state
+    )
     try:
         yield sock, proc
     finally:
@@ -400,6 +405,7 @@ ExecStart=/usr/sbin/dockerd \\
 
 def root_tree(base: Path, sysconfig: str, daemon_json: str, unit: str = CENTOS_LIKE_UNIT) -> Path:
     root = base / "root"
+    (root / "etc/kubernetes").mkdir(parents=True, exist_ok=True)  # a node: kubeadm was here
     for rel, text in (
         ("etc/sysconfig/docker", sysconfig),
         ("usr/lib/systemd/system/docker.service", unit),
@@ -522,6 +528,7 @@ class Node:
     def __init__(self, tmp_path: Path, bundle: str) -> None:
         self.root = tmp_path / "root"
         shutil.copytree(BUNDLES / bundle / "host", self.root, symlinks=True)
+        (self.root / "run/systemd/system").mkdir(parents=True)  # systemd runs (fix preflight)
         self.bin = tmp_path / "bin"
         self.bin.mkdir()
         shim = self.bin / "systemctl"
@@ -530,13 +537,14 @@ class Node:
         self.log = tmp_path / "systemctl.log"
         self.state = tmp_path / "state"
         self.no_daemon = f"unix://{tmp_path}/nobody-listens.sock"
+        self.docker_host = ""  # a real dockerd's socket, when the test starts one
 
     def env(self, fail: str = "") -> dict[str, str]:
         return {
             "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
             "SHIM_LOG": str(self.log),
             "SHIM_FAIL": fail,
-            "DOCKER_HOST": self.no_daemon,
+            "DOCKER_HOST": self.docker_host or self.no_daemon,
         }
 
     def fix(self, *extra: str, fail: str = "") -> subprocess.CompletedProcess[str]:
@@ -546,7 +554,9 @@ class Node:
         )  # fmt: skip
 
     def calls(self) -> list[str]:
-        return self.log.read_text().splitlines() if self.log.exists() else []
+        """The systemctl calls that change something (reads such as `show` left out)."""
+        lines = self.log.read_text().splitlines() if self.log.exists() else []
+        return [line for line in lines if not line.startswith("show ")]
 
     def snapshot(self) -> dict[str, bytes]:
         return {
@@ -578,11 +588,31 @@ def test_fix_dry_run_changes_nothing(tmp_path: Path) -> None:
     assert node.calls() == []
 
 
+#: What docker-ce-dropins configures once its sysconfig file is loaded: the daemon a restart
+#: after the fix starts.
+DROPINS_PROXY_ENV = {
+    "HTTP_PROXY": "http://proxy.lab:3128",
+    "HTTPS_PROXY": "http://proxy.lab:3128",
+    "NO_PROXY": "localhost,127.0.0.1,nexus.lab",
+}
+
+
+@pytest.mark.root
 def test_fix_applied_writes_one_dropin_and_restarts_docker(tmp_path: Path) -> None:
+    """A real dockerd runs as the fixed configuration says (the restart the shim records):
+    the re-check compares files and daemon and passes."""
+    require_dockerd()
     node = Node(tmp_path, "docker-ce-dropins")
-    assert node.check()["status"] == "fail"
-    proc = node.fix("--yes", "--unsafe")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    config = tmp_path / "daemon.json"
+    config.write_text("{}\n")
+    flags = ["--insecure-registry", "nexus.lab:5000"]
+    with dockerd(config, flags, env=DROPINS_PROXY_ENV) as (sock, daemon):
+        wait_ready(sock, daemon)
+        node.docker_host = f"unix://{sock}"
+        assert node.check()["status"] == "fail"
+        proc = node.fix("--yes", "--unsafe")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        after = node.check()
     # exactly these commands reached the process boundary, in this order
     assert node.calls() == ["daemon-reload", "restart docker"]
     assert (node.root / DROPIN).read_text() == (
@@ -596,21 +626,30 @@ def test_fix_applied_writes_one_dropin_and_restarts_docker(tmp_path: Path) -> No
     )
     (entry,) = node.journal()
     assert entry["outcome"] == "applied" and entry["recheck_status"] == "ok"
-    after = node.check()
-    assert after["status"] == "ok"
-    assert after["summary"].startswith("Docker files agree (insecure-registries [nexus.lab:5000])")
-    assert "daemon not answering" in after["summary"]
+    assert after["status"] == "ok", after
+    assert after["summary"].startswith(
+        "Docker configuration and daemon agree (insecure-registries [nexus.lab:5000]"
+    )
 
 
-def test_fix_edits_daemon_json_and_passes_the_unused_variable(tmp_path: Path) -> None:
+def test_fix_rolled_back_when_the_daemon_does_not_answer_after_the_restart(
+    tmp_path: Path,
+) -> None:
+    """The files are right but no daemon answers after the restart: the re-check cannot
+    confirm the fix (error), so it is rolled back rather than reported as a success."""
     node = Node(tmp_path, "docker-1.13-centos")
+    before = node.snapshot()
+    dry = node.fix("--dry-run")
+    assert "+{}" in dry.stdout  # daemon.json loses the directives the flags also set
+    assert "$INSECURE_REGISTRY $REGISTRIES $DOCKER_OPTS" in dry.stdout
     proc = node.fix("--yes", "--unsafe")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert node.calls() == ["daemon-reload", "restart docker"]
-    assert (node.root / "etc/docker/daemon.json").read_text() == "{}\n"
-    dropin = (node.root / DROPIN).read_text()
-    assert dropin.endswith("$INSECURE_REGISTRY $REGISTRIES $DOCKER_OPTS\n")
-    assert node.check()["status"] == "ok"
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert node.calls()[:2] == ["daemon-reload", "restart docker"]
+    assert node.snapshot() == before
+    (entry,) = node.journal()
+    assert entry["outcome"] == "rolled-back"
+    assert "still reports error" in entry["reason"] and "daemon not answering" in entry["reason"]
+    assert all(item["verified"] for item in entry["rollback"])
 
 
 def test_fix_rolled_back_when_restart_fails(tmp_path: Path) -> None:

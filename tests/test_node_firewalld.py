@@ -292,6 +292,7 @@ def test_live_not_a_problem(
 
 def offline_root(tmp_path: Path, *, unit: bool = True, link: bool = False) -> Path:
     root = tmp_path / "root"
+    (root / "etc/kubernetes").mkdir(parents=True)  # a node: kubeadm was here
     lib = root / "usr/lib/systemd/system"
     lib.mkdir(parents=True)
     (lib / "sshd.service").write_text(

@@ -442,7 +442,7 @@ def test_offline_enabled_units_are_skip_never_ok(tmp_path: Path) -> None:
         )
     code, report = check_json("--root", str(root), "--only", CHECK)
     result = result_of(report, CHECK)
-    assert (code, result["status"]) == (0, "skip")
+    assert (code, result["status"]) == (3, "skip")  # the run decided nothing: UNKNOWN
     assert "docker is enabled, active state unknown (systemd not running" in result["summary"]
     assert "kubelet is enabled, active state unknown (systemd not running" in result["summary"]
 
@@ -466,7 +466,7 @@ def test_offline_disabled_kubelet_is_warn_without_fix(tmp_path: Path) -> None:
     assert result["fix"] is None
 
 
-def test_offline_no_kubelet_unit_fails(tmp_path: Path) -> None:
+def test_offline_no_kubelet_unit_fails_on_a_node(tmp_path: Path) -> None:
     root = tmp_path / "root"
     _lib(root, "docker.service", INSTALLABLE)
     _link(
@@ -475,6 +475,13 @@ def test_offline_no_kubelet_unit_fails(tmp_path: Path) -> None:
         "docker.service",
         "/usr/lib/systemd/system/docker.service",
     )
+    # A workstation with docker: no subject for node.services.
+    _code, report = check_json("--root", str(root), "--only", CHECK)
+    result = result_of(report, CHECK)
+    assert result["status"] == "skip"
+    assert result["summary"].startswith("not a Kubernetes node: kubelet is not installed")
+    # kubeadm's directory says this machine was made a node: kubelet missing is a fail.
+    (root / "etc/kubernetes").mkdir(parents=True)
     _code, report = check_json("--root", str(root), "--only", CHECK)
     result = result_of(report, CHECK)
     assert result["status"] == "fail"

@@ -46,6 +46,9 @@ class CheckContext:
     #: What ``kdoctor fleet`` gathered from every node's agent (or a fleet bundle holds);
     #: None on a single node. Read by cluster checks that need all nodes (cluster.node-ports).
     fleet: FleetFacts | None = None
+    #: Set when the host is no Kubernetes node (doctor.facts.node_role): every node check is
+    #: then ``skip`` with this reason instead of judging a subject that is not there.
+    not_a_node: str | None = None
 
 
 @dataclass(frozen=True)

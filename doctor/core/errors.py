@@ -13,4 +13,8 @@ class FactError(Exception):
 
 
 class UsageError(Exception):
-    """Bad command-line usage: one line on stderr, exit 3."""
+    """Bad command-line usage or target: one line on stderr and a hint, exit 3."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint

@@ -40,6 +40,70 @@ class Action(ABC):
     def undo(self, ctx: FixContext, backup: Path) -> None:  # noqa: B027 - optional hook
         """Put back what ``backup`` saved. Default: nothing to undo."""
 
+    def preflight(self, ctx: FixContext) -> list[str]:
+        """What stops this step from running here (no root, no systemd, a missing tool, an
+        object that changed); asked of every step before anything is backed up or run."""
+        return []
+
+    def restored(self, ctx: FixContext, backup: Path) -> list[Restored]:
+        """After ``undo``: each thing put back and whether it is verified equal to its backup
+        (the outcome names only what did not restore). Default: nothing to verify."""
+        return []
+
+    def undo_record(self, backup: Path) -> UndoRecord | None:
+        """How ``kdoctor undo`` reverses this step later, in another process, from
+        ``backup`` alone. None: it cannot (the step is named when an undo is refused)."""
+        return None
+
+
+@dataclass(frozen=True)
+class Restored:
+    """One thing a rollback put back: a file (or ruleset) and the backup it came from."""
+
+    what: str  # the node path, or e.g. "iptables filter table"
+    backup: str  # the backup file (or "absent": the file did not exist before)
+    verified: bool
+    problem: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.what,
+            "backup": self.backup,
+            "verified": self.verified,
+            "problem": self.problem,
+        }
+
+
+@dataclass
+class UndoRecord:
+    """What reverses a step, in data (written as ``undo.json`` in the step's backup slot).
+
+    ``files``: node path → the backup file's name in the slot, None when the file did not
+    exist before (undo removes it). ``commands``: argv lists run after the files are back,
+    each with the name of a slot file to feed on stdin (or None). ``snapshot``: the argv that
+    saves the current state before an undo changes it (e.g. ``iptables-save -c``), so the
+    undo itself can be rolled back.
+    """
+
+    files: dict[str, str | None] = field(default_factory=dict)
+    commands: list[tuple[list[str], str | None]] = field(default_factory=list)
+    snapshot: list[str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "commands": [{"argv": argv, "stdin": stdin} for argv, stdin in self.commands],
+            "snapshot": self.snapshot,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UndoRecord:
+        return cls(
+            files=dict(data.get("files") or {}),
+            commands=[(list(c["argv"]), c.get("stdin")) for c in data.get("commands") or []],
+            snapshot=data.get("snapshot"),
+        )
+
 
 @dataclass
 class Fix:

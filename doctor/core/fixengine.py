@@ -7,6 +7,7 @@ entry (JSON lines) naming the backup. Nothing the user had is lost: backups are 
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from doctor.core.context import FixContext
-from doctor.core.fix import Action, Fix
+from doctor.core.fix import Action, Fix, Restored
 from doctor.core.model import CheckResult, Status
 
 DEFAULT_STATE_DIR = Path("/var/lib/kdoctor")
@@ -28,7 +29,8 @@ class Outcome(enum.StrEnum):
     ROLLBACK_FAILED = "rollback-failed"  # restoring failed too: the backup is the way back
     DRY_RUN = "dry-run"
     DECLINED = "declined"
-    REFUSED = "refused"  # not allowed (bundle, unsafe without --unsafe, manual)
+    REFUSED = "refused"  # not allowed (unsafe without --unsafe, manual, preflight)
+    UNDONE = "undone"  # `kdoctor undo` put back what an applied fix had changed
 
 
 @dataclass
@@ -40,6 +42,15 @@ class FixReport:
     backup_dir: Path | None = None
     recheck: CheckResult | None = None
     steps: list[str] = field(default_factory=list)
+    #: What a rollback put back, each verified against its backup (or not).
+    rollback: list[Restored] = field(default_factory=list)
+    #: For an undo: the journal entry (its id) whose changes were put back.
+    undoes: str | None = None
+
+    @property
+    def entry_id(self) -> str | None:
+        """The journal entry's id: the name of its backup directory."""
+        return self.backup_dir.name if self.backup_dir else None
 
 
 class Journal:
@@ -52,6 +63,7 @@ class Journal:
     def record(self, report: FixReport) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         entry: dict[str, Any] = {
+            "id": report.entry_id,
             "time": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             "check": report.check_id,
             "fix": report.fix.id,
@@ -64,8 +76,24 @@ class Journal:
             "backup": str(report.backup_dir) if report.backup_dir else None,
             "recheck_status": report.recheck.status.value if report.recheck else None,
         }
+        if report.rollback:
+            entry["rollback"] = [r.to_json() for r in report.rollback]
+        if report.undoes:
+            entry["undoes"] = report.undoes
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every entry, oldest first; lines that are not JSON objects are left out."""
+        entries: list[dict[str, Any]] = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                entries.append(entry)
+        return entries
 
 
 def _new_backup_dir(state_dir: Path, check_id: str) -> Path:
@@ -75,14 +103,37 @@ def _new_backup_dir(state_dir: Path, check_id: str) -> Path:
     return path
 
 
+def preflight(fix: Fix, ctx: FixContext) -> list[str]:
+    """Every reason, from every step, why FIX cannot run here (empty: it can)."""
+    problems: list[str] = []
+    for action in fix.actions:
+        try:
+            found = action.preflight(ctx)
+        except Exception as exc:  # a step that cannot even tell: refuse, say why
+            found = [f"{type(action).__name__}: preflight failed: {exc}"]
+        problems.extend(p for p in found if p not in problems)
+    return problems
+
+
+UNDO_RECORD = "undo.json"
+
+
 def apply_fix(
     check_id: str,
     fix: Fix,
     ctx: FixContext,
     state_dir: Path,
     recheck: Callable[[], CheckResult],
+    *,
+    undoes: str | None = None,
 ) -> FixReport:
-    """Back up, apply, re-check, roll back if needed, journal. Never raises for step errors."""
+    """Preflight, back up, apply, re-check, roll back if needed, journal. Never raises for
+    step errors.
+
+    UNDOES names the journal entry an undo reverses: then the re-check is shown, not
+    required to pass (the node goes back to what it was, failing check included), and
+    success is :attr:`Outcome.UNDONE`.
+    """
     steps: list[str] = []
     previous_on_step = ctx.runner.on_step
 
@@ -90,10 +141,19 @@ def apply_fix(
         steps.append(line)
         previous_on_step(line)
 
+    problems = preflight(fix, ctx)
+    if problems:
+        report = FixReport(check_id, fix, Outcome.REFUSED, "; ".join(problems), undoes=undoes)
+        # Refusing changed nothing; a journal that cannot be written changes nothing either.
+        with contextlib.suppress(OSError):
+            Journal(state_dir).record(report)
+        return report
+
     ctx.runner.on_step = on_step
     journal = Journal(state_dir)
     backup_root = _new_backup_dir(state_dir, check_id)
-    report = FixReport(check_id, fix, Outcome.APPLIED, backup_dir=backup_root, steps=steps)
+    success = Outcome.UNDONE if undoes else Outcome.APPLIED
+    report = FixReport(check_id, fix, success, backup_dir=backup_root, steps=steps, undoes=undoes)
     try:
         slots: list[tuple[Action, Path]] = []
         try:
@@ -101,6 +161,7 @@ def apply_fix(
                 slot = backup_root / f"{index:02d}-{type(action).__name__}"
                 slot.mkdir()
                 action.backup(ctx, slot)
+                _write_undo_record(action, slot)
                 slots.append((action, slot))
         except Exception as exc:
             # Nothing was changed yet: a fix we cannot back up is not applied at all.
@@ -124,7 +185,7 @@ def apply_fix(
             except Exception as exc:
                 failure = f"re-check crashed: {exc}"
             else:
-                if report.recheck.status not in (Status.OK, Status.WARN):
+                if not undoes and report.recheck.status not in (Status.OK, Status.WARN):
                     failure = (
                         f"the check still reports {report.recheck.status.value} after the fix: "
                         f"{report.recheck.summary}"
@@ -134,22 +195,58 @@ def apply_fix(
 
         report.reason = failure
         on_step(f"rolling back: {failure}")
-        undo_errors = []
-        for action, slot in reversed(applied):
-            try:
-                action.undo(ctx, slot)
-            except Exception as exc:
-                undo_errors.append(f"{type(action).__name__}: {exc}")
-        if undo_errors:
+        by_hand = _roll_back(ctx, applied, report)
+        if by_hand:
             report.outcome = Outcome.ROLLBACK_FAILED
-            report.reason += "; rollback failed: " + "; ".join(undo_errors)
-            report.reason += f"; restore by hand from {backup_root}"
+            report.reason += "; restore by hand: " + "; ".join(by_hand)
         else:
             report.outcome = Outcome.ROLLED_BACK
+            if report.rollback:
+                report.reason += "; rolled back, each restored file verified equal to its backup"
         return report
     finally:
         ctx.runner.on_step = previous_on_step
         journal.record(report)
+
+
+def _roll_back(ctx: FixContext, applied: list[tuple[Action, Path]], report: FixReport) -> list[str]:
+    """Undo the applied steps, newest first, and verify what each put back; return what is
+    left to do by hand (only the steps that did not restore, each naming file and backup)."""
+    by_hand: list[str] = []
+    for action, slot in reversed(applied):
+        error = ""
+        try:
+            action.undo(ctx, slot)
+        except Exception as exc:
+            error = str(exc)
+        try:
+            restored = action.restored(ctx, slot)
+        except Exception as exc:
+            restored = []
+            error = error or f"cannot verify: {exc}"
+        report.rollback.extend(restored)
+        for item in restored:
+            if not item.verified:
+                action_text = (
+                    f"rm {item.what}"
+                    if item.backup == "absent"
+                    else f"cp -p {item.backup} {item.what}"
+                )
+                by_hand.append(f"{item.what} is not restored ({item.problem}): {action_text}")
+        if error and not any(not item.verified for item in restored):
+            step = " / ".join(action.describe()[:1]) or type(action).__name__
+            by_hand.append(f"undoing `{step}` failed: {error} (backup: {slot})")
+    return by_hand
+
+
+def _write_undo_record(action: Action, slot: Path) -> None:
+    record = action.undo_record(slot)
+    data: dict[str, Any] = {"action": type(action).__name__, "describe": action.describe()}
+    if record is None:
+        data["undo"] = None
+    else:
+        data["undo"] = record.to_json()
+    (slot / UNDO_RECORD).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def record_without_applying(

@@ -50,7 +50,16 @@ class Report:
     generated_at: datetime
 
     @property
+    def decided(self) -> bool:
+        """At least one check reached a verdict (a run of skips decided nothing)."""
+        return any(r.status is not Status.SKIP for r in self.results)
+
+    @property
     def status(self) -> Status:
+        """The worst status; ``error`` (UNKNOWN, exit 3) when every check skipped: a run that
+        decided nothing must never read as green to a monitor."""
+        if not self.decided:
+            return Status.ERROR
         return worst_status([r.status for r in self.results])
 
     def summary(self) -> dict[str, int]:

@@ -23,6 +23,8 @@ MAX_PARALLEL = 8
 def _verdict_of(check: Check, ctx: CheckContext) -> Verdict:
     if check.scope is Scope.CLUSTER and ctx.cluster.unavailable:
         return Verdict.skip(ctx.cluster.unavailable)
+    if check.scope is Scope.NODE and ctx.not_a_node:
+        return Verdict.skip(ctx.not_a_node)
     try:
         verdict = check.run(ctx)
     except FactMissing as exc:

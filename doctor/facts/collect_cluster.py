@@ -90,7 +90,9 @@ def collect_cluster(out: Path, args: Any, manifest: dict[str, Any]) -> dict[str,
     """Write ``out/cluster/`` from the cluster the kubeconfig names; update the manifest."""
     missing: list[str] = manifest.setdefault("missing", [])
     config, where = find_cluster_config(
-        getattr(args, "kubeconfig", None), getattr(args, "context", None)
+        getattr(args, "kubeconfig", None),
+        getattr(args, "context", None),
+        root=getattr(args, "root", None) or Path("/"),
     )
     if config is None:
         missing.append(f"cluster/: no cluster configuration found (looked at: {where})")

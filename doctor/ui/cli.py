@@ -28,6 +28,8 @@ from doctor.session import (
 )
 
 if TYPE_CHECKING:
+    from doctor.core.fix import Fix
+    from doctor.core.fixengine import FixReport
     from doctor.core.registry import Check
     from doctor.core.report import Report
 
@@ -36,8 +38,10 @@ USAGE_ERROR = 3
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(USAGE_ERROR, f"kdoctor: error: {message}\n")
+        self.exit(
+            USAGE_ERROR,
+            f"kdoctor: error: {message}\nkdoctor: hint: see `{self.prog} --help`\n",
+        )
 
 
 def _id_list(value: str) -> list[str]:
@@ -123,6 +127,11 @@ def _positive_int(value: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kdoctor", description="A doctor for Kubernetes nodes and clusters.")
     parser.add_argument("--version", action="version", version=f"kdoctor {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the Python traceback of an unexpected error (for a bug report)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     check = sub.add_parser("check", help="diagnose (changes nothing)")
@@ -156,6 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
     collect = sub.add_parser("collect", help="write a bundle of this node (and cluster)")
     collect.add_argument("dir", type=Path, metavar="DIR")
     _add_target_options(collect)
+
+    undo = sub.add_parser(
+        "undo", help="reverse the last applied fix (or journal entry ENTRY) from its backup"
+    )
+    undo.add_argument(
+        "entry",
+        nargs="?",
+        metavar="ENTRY",
+        help="the journal entry's id (its backup directory's name); default: the last "
+        "applied fix not undone yet",
+    )
+    _add_target_options(undo)
+    undo.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    undo.add_argument("--yes", action="store_true", help="do not ask before undoing")
     _add_fleet_parsers(sub)
     return parser
 
@@ -172,15 +195,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         "fleet": cmd_fleet,
         "manifest": cmd_manifest,
         "agent": cmd_agent,
+        "undo": cmd_undo,
     }
     try:
         return handlers[args.command](args)
     except UsageError as exc:
         print(f"kdoctor: error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"kdoctor: hint: {exc.hint}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
         print("kdoctor: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an environment kdoctor did not expect
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"kdoctor: error: {_one_line(exc)}", file=sys.stderr)
+        if not args.debug:
+            print("kdoctor: hint: run again with --debug for the traceback", file=sys.stderr)
+        return USAGE_ERROR
+
+
+def _one_line(exc: BaseException) -> str:
+    """``PermissionError: [Errno 13] …: '/var/lib/x'`` as one readable line."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 # -- shared --------------------------------------------------------------------------------
@@ -275,6 +318,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from doctor.core.report import Report, now, render_json, render_prometheus
 
     checks = select_checks(args)
+    if args.output is not None:
+        _check_output(args.output)
     if args.bundle is not None:
         from doctor.fleet.examine import is_fleet_bundle
 
@@ -296,10 +341,37 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.output is not None:
         from doctor.core.report import write_atomically
 
-        write_atomically(args.output, text)
+        try:
+            write_atomically(args.output, text)
+        except OSError as exc:
+            raise UsageError(
+                f"--output {args.output}: cannot write: {exc.strerror or exc}", OUTPUT_HINT
+            ) from exc
     elif text:
         sys.stdout.write(text)
     return EXIT_CODES[report.status]
+
+
+OUTPUT_HINT = (
+    "--output writes into an existing directory you can write (the README's cron line runs "
+    "as root; node_exporter's textfile directory must exist)"
+)
+
+
+def _check_output(path: Path) -> None:
+    """Refuse an --output the run could not write, before running any check."""
+    import os
+
+    directory = path.parent
+    if not directory.is_dir():
+        what = "does not exist" if not directory.exists() else "is not a directory"
+        raise UsageError(f"--output {path}: the directory {directory} {what}", OUTPUT_HINT)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"--output {path}: cannot write into {directory} (permission denied)", OUTPUT_HINT
+        )
+    if path.is_dir():
+        raise UsageError(f"--output {path}: is a directory", OUTPUT_HINT)
 
 
 def _render_text_to_string(report: Report, verbose: bool, to_terminal: bool) -> str:
@@ -392,98 +464,250 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_fix(args: argparse.Namespace) -> int:
-    from doctor.core.fixengine import DEFAULT_STATE_DIR, Outcome, apply_fix, record_without_applying
+    from doctor.core.fixengine import DEFAULT_STATE_DIR
+
+    if args.bundle is not None and not args.dry_run:
+        raise UsageError(
+            "fixes refuse to run on a bundle: a bundle is a copy, not the node",
+            "`kdoctor fix --dry-run --bundle DIR` prints the plans that would run on that node",
+        )
+    checks = select_checks(args, explicit=args.ids)
+    if not args.ids and not args.only:
+        checks = [c for c in checks if c.fix_safety is not None] or checks
+    state_dir = args.state_dir or DEFAULT_STATE_DIR
+    if not args.dry_run:
+        ensure_state_dir(state_dir)
+    # A fix run (a dry run above all) creates nothing but what its plan says: no probe pods.
+    session = open_target(args, checks, with_probes=False)
+    results = _run(session, args, progress=True)
+    return _offer_fixes(args, session, checks, results, state_dir)
+
+
+def ensure_state_dir(state_dir: Path) -> None:
+    """Backups and the journal must be writable before a fix is offered (usage error)."""
+    import os
+
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        writable = os.access(state_dir, os.W_OK | os.X_OK)
+        reason = "permission denied"
+    except OSError as exc:
+        writable, reason = False, exc.strerror or str(exc)
+    if not writable:
+        raise UsageError(
+            f"cannot keep backups and the journal in {state_dir}: {reason}",
+            "run kdoctor fix as root (sudo), or give --state-dir DIR; "
+            "--dry-run shows the plans without either",
+        )
+
+
+def _offer_fixes(
+    args: argparse.Namespace,
+    session: Session,
+    checks: list[type[Check]],
+    results: list[CheckResult],
+    state_dir: Path,
+) -> int:
+    from doctor.core.fixengine import Outcome, apply_fix, preflight, record_without_applying
     from doctor.core.runner import run_one
     from doctor.ui.text import make_console, print_result
 
-    if args.bundle is not None:
-        raise UsageError("fixes refuse to run on a bundle: a bundle is a copy, not the node")
-    checks = select_checks(args, explicit=args.ids)
-    if not args.ids and not args.only:
-        checks = [c for c in checks if c.fix_safety is not None]
-    # A fix run (a dry run above all) creates nothing but what its plan says: no probe pods.
-    session = open_target(args, checks, with_probes=False)
-    state_dir = args.state_dir or DEFAULT_STATE_DIR
     console = make_console()
-    results = _run(session, args, progress=True)
+
+    def say(text: str) -> None:
+        console.print(text, markup=False, highlight=False)
+
+    def journal(check_id: str, fix: Fix, outcome: Outcome, reason: str) -> None:
+        try:
+            record_without_applying(state_dir, check_id, fix, outcome, reason)
+        except OSError as exc:
+            say(f"    (not journaled: {exc.strerror or exc})")
+
     by_id = {c.id: c for c in checks}
     exit_code = 0
     offered = 0
+    unfixable: list[CheckResult] = []
     handled: dict[str, str] = {}  # fix id -> the check whose offer was taken up
+    if args.dry_run and session.target.bundle:
+        say(f"Dry run on bundle {session.target.bundle}: the plans that would run on node "
+            f"{session.target.node or '?'}; nothing is changed.")  # fmt: skip
     for result in root_causes_first(results):
         if result.fix is not None and result.fix.id in handled:
-            console.print(
+            say(
                 f"[{result.status.glyph}] {result.id}: its fix {result.fix.id} was already "
-                f"offered for {handled[result.fix.id]} in this run",
-                highlight=False,
-                markup=False,
+                f"offered for {handled[result.fix.id]} in this run"
             )
             continue
         if result.status in (Status.OK, Status.SKIP) or result.fix is None:
-            if args.ids and result.id in args.ids:
+            if result.status not in (Status.OK, Status.SKIP):
+                unfixable.append(result)
+            elif args.ids and result.id in args.ids:
                 why = result.summary if result.fix is None else "nothing to fix"
-                console.print(
-                    f"[{result.status.glyph}] {result.id}: no fix to apply ({why})",
-                    highlight=False,
-                    markup=False,
-                )
+                say(f"[{result.status.glyph}] {result.id}: no fix to apply ({why})")
             continue
         fix = result.fix
         handled[fix.id] = result.id
         offered += 1
-        print_result(console, result)
-        console.print(
-            f"\nPlan for {fix.id} ({fix.safety.value}): {fix.title}", markup=False, highlight=False
-        )
+        print_result(console, result, bundle=session.target.bundle)
+        say(f"\nPlan for {fix.id} ({fix.safety.value}): {fix.title}")
         for line in fix.plan():
-            console.print(f"    {line}", markup=False, highlight=False)
+            say(f"    {line}")
         if args.dry_run:
-            console.print("    (dry run: nothing changed)", markup=False)
+            say("    (dry run: nothing changed)")
             continue
         if fix.safety is FixSafety.MANUAL:
-            console.print("    manual fix: run the commands above yourself.", markup=False)
-            record_without_applying(state_dir, result.id, fix, Outcome.REFUSED, "manual fix")
+            say("    manual fix: run the commands above yourself.")
+            journal(result.id, fix, Outcome.REFUSED, "manual fix")
             continue
         if fix.safety is FixSafety.UNSAFE and not args.unsafe:
-            console.print(
-                "    refused: this fix is unsafe; add --unsafe to apply it.", markup=False
-            )
+            say("    refused: this fix is unsafe; add --unsafe to apply it.")
+            exit_code = max(exit_code, 1)
+            continue
+        fix_ctx = make_fix_context(session, args.root, lambda line: say(f"    {line}"))
+        problems = preflight(fix, fix_ctx)
+        if problems:
+            say("    refused, nothing changed: " + "; ".join(problems))
+            journal(result.id, fix, Outcome.REFUSED, "preflight: " + "; ".join(problems))
             exit_code = max(exit_code, 1)
             continue
         if not args.yes and not _confirm(f"Apply {fix.id}?"):
-            console.print("    declined: nothing changed.", markup=False)
-            record_without_applying(state_dir, result.id, fix, Outcome.DECLINED, "declined")
+            say("    declined: nothing changed.")
+            journal(result.id, fix, Outcome.DECLINED, "declined")
             exit_code = max(exit_code, 1)
             continue
         check_cls = by_id[result.id]
-        fix_ctx = make_fix_context(
-            session,
-            args.root,
-            lambda line: console.print(f"    {line}", markup=False, highlight=False),
-        )
 
         def recheck(check_cls: type[Check] = check_cls) -> CheckResult:
             fresh = session.ctx_factory()  # new fact caches: read the changed node again
             return run_one(check_cls, fresh)
 
         report = apply_fix(result.id, fix, fix_ctx, state_dir, recheck)
-        if report.outcome is Outcome.APPLIED:
-            status = report.recheck.status.value if report.recheck else "?"
-            console.print(
-                f"    ✓ applied; {result.id} now reports {status}. Backup: {report.backup_dir}",
-                markup=False,
-                highlight=False,
-            )
+        exit_code = max(exit_code, _say_outcome(say, result.id, report))
+    for result in unfixable:
+        say(
+            f"[{result.status.glyph}] {result.id} reports {result.status.value}: no fix kdoctor "
+            f"can apply here ({result.summary})"
+        )
+        exit_code = max(exit_code, 1)
+    if offered == 0 and not unfixable:
+        if results and all(r.status is Status.SKIP for r in results):
+            say("Nothing to fix: every selected check skipped (nothing was decided).")
         else:
-            console.print(
-                f"    ✗ {report.outcome.value}: {report.reason}. Backup: {report.backup_dir}",
-                markup=False,
-                highlight=False,
-            )
-            exit_code = 2
-    if offered == 0:
-        console.print("Nothing to fix.", markup=False)
+            say("Nothing to fix: no selected check reports a problem.")
     return exit_code
+
+
+def _say_outcome(say: Callable[[str], None], check_id: str, report: FixReport) -> int:
+    """Print what happened to one fix; its exit code (0 applied, 1 refused, 2 rolled back)."""
+    from doctor.core.fixengine import Outcome
+
+    backup = f" Backup: {report.backup_dir}" if report.backup_dir else ""
+    if report.outcome in (Outcome.APPLIED, Outcome.UNDONE):
+        status = report.recheck.status.value if report.recheck else "?"
+        verb = "undone" if report.outcome is Outcome.UNDONE else "applied"
+        say(f"    ✓ {verb}; {check_id} now reports {status}.{backup}")
+        if report.outcome is Outcome.APPLIED:
+            say(f"    (to reverse it: kdoctor undo {report.entry_id})")
+        return 0
+    if report.outcome is Outcome.REFUSED:
+        say(f"    refused, nothing changed: {report.reason}")
+        return 1
+    say(f"    ✗ {report.outcome.value}: {report.reason}.{backup}")
+    for item in report.rollback:
+        mark = "verified equal to its backup" if item.verified else f"NOT restored: {item.problem}"
+        source = "absent before the fix" if item.backup == "absent" else item.backup
+        say(f"      {item.what}: {mark} ({source})")
+    return 2
+
+
+def cmd_undo(args: argparse.Namespace) -> int:
+    """Reverse the last applied fix (or journal entry ENTRY) from its backup."""
+    from doctor.core.fixengine import DEFAULT_STATE_DIR, Journal, apply_fix
+    from doctor.core.registry import discover
+    from doctor.core.runner import run_one
+    from doctor.ui.text import make_console
+    from fixes.undo import CannotUndo, undo_fix
+
+    if args.bundle is not None:
+        raise UsageError("undo changes the node; a bundle is a copy", "run it on the node")
+    state_dir = args.state_dir or DEFAULT_STATE_DIR
+    journal = Journal(state_dir)
+    hint = "kdoctor undo reverses what `kdoctor fix` applied, from the journal in --state-dir"
+    try:
+        entries = journal.entries()
+    except FileNotFoundError:
+        raise UsageError(f"nothing to undo: no fix journal at {journal.path}", hint) from None
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read the fix journal {journal.path}: {exc.strerror or exc}",
+            "run kdoctor undo as root (sudo), or give --state-dir DIR",
+        ) from exc
+    entry = _entry_to_undo(entries, args.entry, journal.path)
+    try:
+        fix = undo_fix(entry)
+    except CannotUndo as exc:
+        raise UsageError(f"cannot undo: {exc}", hint) from exc
+    check_id = str(entry.get("check"))
+    check_cls = discover().get(check_id)
+    session = open_target(args, [check_cls] if check_cls else [], with_probes=False)
+    console = make_console()
+
+    def say(text: str) -> None:
+        console.print(text, markup=False, highlight=False)
+
+    say(f"Plan for undo of {entry.get('fix')} ({entry.get('id')}, applied {entry.get('time')}):")
+    for line in fix.plan():
+        say(f"    {line}")
+    if args.dry_run:
+        say("    (dry run: nothing changed)")
+        return 0
+    ensure_state_dir(state_dir)
+    fix_ctx = make_fix_context(session, args.root, lambda line: say(f"    {line}"))
+    if not args.yes and not _confirm(f"Undo {entry.get('fix')}?"):
+        say("    declined: nothing changed.")
+        return 1
+
+    def recheck() -> CheckResult:
+        if check_cls is None:
+            raise RuntimeError(f"check {check_id} is not registered: nothing to re-run")
+        return run_one(check_cls, session.ctx_factory())
+
+    report = apply_fix(check_id, fix, fix_ctx, state_dir, recheck, undoes=str(entry.get("id")))
+    return _say_outcome(say, check_id, report)
+
+
+def _entry_to_undo(
+    entries: list[dict[str, object]], wanted: str | None, path: Path
+) -> dict[str, object]:
+    """The journal entry ``undo`` reverses: WANTED (an id), else the last applied fix that
+    no later entry undid."""
+    undone = {str(e.get("undoes")) for e in entries if e.get("outcome") == "undone"}
+    if wanted:
+        named = [
+            e
+            for e in entries
+            if wanted in (e.get("id"), str(e.get("backup")), Path(str(e.get("backup"))).name)
+        ]
+        if not named:
+            raise UsageError(
+                f"no journal entry {wanted!r} in {path}",
+                "the ids are the names of the backup directories (field id of each entry)",
+            )
+        entry = named[-1]
+        if entry.get("outcome") != "applied":
+            raise UsageError(
+                f"entry {wanted} was not applied (outcome {entry.get('outcome')}): nothing to undo"
+            )
+        if str(entry.get("id")) in undone:
+            raise UsageError(f"entry {wanted} was already undone", "see the journal: " + str(path))
+        return entry
+    for entry in reversed(entries):
+        if entry.get("outcome") == "applied" and str(entry.get("id")) not in undone:
+            return entry
+    raise UsageError(
+        f"nothing to undo: no applied fix in {path} that was not undone already",
+        "kdoctor undo ENTRY names one journal entry (its id)",
+    )
 
 
 def _confirm(question: str) -> bool:
@@ -573,9 +797,21 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from doctor.facts.collect import collect_node
 
     out: Path = args.dir
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"{out} exists and is not empty")
-    out.mkdir(parents=True, exist_ok=True)
+    hint = "give a new directory: `kdoctor collect DIR` creates it"
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} exists and is not a directory", hint)
+    try:
+        if out.exists() and any(out.iterdir()):
+            raise UsageError(f"{out} exists and is not empty", hint)
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".kdoctor-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write a bundle into {out}: {exc.strerror or exc}",
+            "choose a directory you can write (e.g. under your home), or run as root",
+        ) from exc
     manifest = collect_node(out, args.root)
     if args.scope in ("all", "cluster"):
         from doctor.facts.collect_cluster import collect_cluster

@@ -127,17 +127,27 @@ def _print_finding(console: Console, finding: Finding) -> None:
         console.print(Text.assemble(("    hint: ", "bold cyan"), finding.hint))
 
 
-def _fix_line(result: CheckResult) -> str | None:
+def _fix_line(result: CheckResult, bundle: str | None = None) -> str | None:
+    """The fix offer; on a bundle only what works there (the dry run), since fix refuses
+    to change a copy."""
     fix = result.fix
     if fix is None:
         return None
+    where = f" --bundle {bundle}" if bundle else ""
     if fix.safety is FixSafety.MANUAL:
-        return f"manual fix: {fix.title} (see `kdoctor fix {result.id} --dry-run`)"
+        return f"manual fix: {fix.title} (see `kdoctor fix {result.id} --dry-run{where}`)"
     flags = " --unsafe" if fix.safety is FixSafety.UNSAFE else ""
+    if bundle:
+        return (
+            f"[*] fix available ({fix.safety.value}): {fix.title} — its plan: "
+            f"`kdoctor fix {result.id} --dry-run{where}`; apply it on the node itself"
+        )
     return f"[*] fix available ({fix.safety.value}): {fix.title} — kdoctor fix {result.id}{flags}"
 
 
-def print_result(console: Console, result: CheckResult, verbose: bool = False) -> None:
+def print_result(
+    console: Console, result: CheckResult, verbose: bool = False, bundle: str | None = None
+) -> None:
     style = STYLE[result.status]
     head = Text.assemble(
         (f"[{result.status.glyph}] ", f"bold {style}"),
@@ -153,7 +163,7 @@ def print_result(console: Console, result: CheckResult, verbose: bool = False) -
     _print_matrices(console, result.evidence, 4)
     for finding in result.findings:
         _print_finding(console, finding)
-    line = _fix_line(result)
+    line = _fix_line(result, bundle)
     if line:
         console.print(Text("    " + line, style="cyan"))
     if result.fix and verbose:
@@ -172,7 +182,7 @@ def render_text(report: Report, console: Console, verbose: bool = False) -> None
     console.print(Text(f"kdoctor: {where}", style="bold"))
     console.print()
     for result in report.results:
-        print_result(console, result, verbose)
+        print_result(console, result, verbose, target.bundle)
     console.print()
     counts = report.summary()
     problems = counts["warn"] + counts["fail"] + counts["error"]
@@ -197,7 +207,20 @@ def render_text(report: Report, console: Console, verbose: bool = False) -> None
             )
         if fixable:
             console.print(
-                Text(f"[*] {fixable} fixable with `kdoctor fix` (see the plan with --dry-run).")
+                Text(
+                    f"[*] {fixable} fixable: `kdoctor fix --dry-run --bundle {target.bundle}` "
+                    "shows the plans; apply them on the node itself."
+                    if target.bundle
+                    else f"[*] {fixable} fixable with `kdoctor fix` (see the plan with --dry-run)."
+                )
             )
+    elif not report.decided:
+        console.print(
+            Text.assemble(
+                ("? ", "bold magenta"),
+                f"Nothing was decided: every selected check skipped ({escape(tally)}); "
+                "see the reasons above.",
+            )
+        )
     else:
         console.print(Text.assemble(("• ", "bold green"), f"No issues found! ({escape(tally)})"))

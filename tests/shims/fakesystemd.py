@@ -19,7 +19,15 @@ READ_ONLY = {"show", "is-active", "is-enabled", "status", "cat"}
 class FakeSystemd:
     """A test node: ``root`` (with ``run/systemd/system`` so systemd looks alive) + shim state."""
 
-    def __init__(self, base: Path, units: dict[str, dict[str, Any]], running: bool = True) -> None:
+    def __init__(
+        self,
+        base: Path,
+        units: dict[str, dict[str, Any]],
+        running: bool = True,
+        node: bool = True,
+    ) -> None:
+        """NODE: leave the trace kubeadm leaves (``/var/lib/kubelet``), so the host counts as
+        a Kubernetes node even when ``units`` has no kubelet; False for a workstation."""
         self.base = base
         self.root = base / "root"
         self.state_dir = base / "state"
@@ -28,6 +36,8 @@ class FakeSystemd:
         self.root.mkdir(parents=True, exist_ok=True)
         if running:
             (self.root / "run" / "systemd" / "system").mkdir(parents=True, exist_ok=True)
+        if node:
+            (self.root / "var" / "lib" / "kubelet").mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(json.dumps({"units": units}, indent=2))
         self.log_file.touch()
 
