@@ -85,9 +85,10 @@ class SnapshotRuleset(Action):
         except Exception as exc:
             return [Restored(what, str(saved), False, f"cannot read it back: {exc}")]
         before = saved.read_text(encoding="utf-8")
+        by_hand = f"{self.backend.restore} -c -T {self.table} < {saved}"
         if table_rules(now, self.table) != table_rules(before, self.table):
-            return [Restored(what, str(saved), False, "its rules differ from the backup")]
-        return [Restored(what, str(saved), True)]
+            return [Restored(what, str(saved), False, "its rules differ from the backup", by_hand)]
+        return [Restored(what, str(saved), True, "", by_hand)]
 
     def preflight(self, ctx: FixContext) -> list[str]:
         problems = command_problems(ctx, [self.backend.save, "-c"])
@@ -115,7 +116,9 @@ def table_rules(saved: str, table: str) -> list[str]:
             continue
         if not inside or not line.strip() or line.startswith("#") or line == "COMMIT":
             continue
-        lines.append(re.sub(r"\[\d+:\d+\]", "[0:0]", line).replace(" -c 0 0", ""))
+        # `-c` prefixes rules with [packets:bytes]; chains carry counters either way.
+        line = re.sub(r"^\[\d+:\d+\]\s*", "", line)
+        lines.append(re.sub(r"\[\d+:\d+\]", "[0:0]", line))
     return lines
 
 

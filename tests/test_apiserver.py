@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -31,12 +30,12 @@ from tests.apiserver.faults import parse_fault_spec
 from tests.apiserver.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from tests.apiserver.resources import lookup
 from tests.apiserver.selectors import SelectorError, parse_field_selector, parse_label_selector
+from tests.conftest import KUBECTL, KUBECTL_MISSING
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLE = REPO / "fixtures" / "bundles" / "apiserver-sample"
 TOKEN = "kdoctor-test-token"
-KUBECTL = shutil.which("kubectl")
-needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason=KUBECTL_MISSING)
 
 KUBE_SYSTEM_PODS = [
     "etcd-kubernetes-0",
@@ -111,7 +110,7 @@ class Kubectl:
 @pytest.fixture
 def kubectl(kubeconfig: Path, tmp_path: Path) -> Kubectl:
     if KUBECTL is None:
-        pytest.skip("kubectl is not installed")
+        pytest.skip(KUBECTL_MISSING)
     return Kubectl(kubeconfig, tmp_path / "kube-cache")
 
 
@@ -303,7 +302,7 @@ def test_kubectl_delete_daemonset_pod_is_replaced_from_the_patched_template(
     old = server.get_object("v1", "pods", "kube-system", "kube-proxy-2jzmm")
     assert old is not None
     out = kubectl.ok("delete", "pod", "-n", "kube-system", "kube-proxy-2jzmm")
-    assert out.strip() == 'pod "kube-proxy-2jzmm" deleted'
+    assert out.strip() == 'pod "kube-proxy-2jzmm" deleted from kube-system namespace'
     assert server.get_object("v1", "pods", "kube-system", "kube-proxy-2jzmm") is None
     pods = server.list_objects("v1", "pods", "kube-system")
     fresh = [

@@ -11,7 +11,6 @@ rollback (pods never ready → previous spec back), --dry-run, and real kubectl.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import threading
 import time
@@ -26,7 +25,7 @@ from doctor.core.context import Options
 from doctor.core.model import CheckResult, Status
 from fixes import kube_proxy as kp
 from fixes.kube import patch_is_noop
-from tests.conftest import BUNDLES, check_json, kdoctor, result_of, run_on_bundle
+from tests.conftest import BUNDLES, KUBECTL, check_json, kdoctor, result_of, run_on_bundle
 from tests.conftest import copy_bundle as variant
 from tests.conftest import edit_bundle as edit
 
@@ -536,9 +535,9 @@ def test_live_seed_lab_flag_appended_pods_restarted(tmp_path: Path, state: Path)
         code, report = check_json("--kubeconfig", str(kcfg), "--only", ID)
         assert code == 1
         assert result_of(report, ID)["status"] == "warn" and result_of(report, ID)["fix"] is None
-        if shutil.which("kubectl"):
+        if KUBECTL:
             out = subprocess.run(
-                ["kubectl", "--kubeconfig", str(kcfg), "-n", "kube-system", "get", "ds",
+                [KUBECTL, "--kubeconfig", str(kcfg), "-n", "kube-system", "get", "ds",
                  "kube-proxy", "-o", "json"],
                 capture_output=True, text=True, timeout=60, check=True,
             ).stdout  # fmt: skip
@@ -556,9 +555,9 @@ def test_live_existing_flag_replaced_not_duplicated(tmp_path: Path, state: Path)
                         "--proxy-mode=userspace"]  # fmt: skip
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert command_of(server.get_object(*DS)) == sent
-        if shutil.which("kubectl"):
+        if KUBECTL:
             out = subprocess.run(
-                ["kubectl", "--kubeconfig", str(kcfg), "-n", "kube-system", "get", "ds",
+                [KUBECTL, "--kubeconfig", str(kcfg), "-n", "kube-system", "get", "ds",
                  "kube-proxy", "-o", "json"],
                 capture_output=True, text=True, timeout=60, check=True,
             ).stdout  # fmt: skip

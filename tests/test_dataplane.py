@@ -12,7 +12,6 @@ import base64
 import http.client
 import json
 import os
-import shutil
 import ssl
 import subprocess
 import sys
@@ -32,10 +31,10 @@ from kubernetes.stream import stream
 from tests.apiserver import ApiServer
 from tests.apiserver.dataplane import DataPlane
 from tests.apiserver.execws import ExecRequest, ExecResult
+from tests.conftest import KUBECTL, KUBECTL_MISSING
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "fixtures" / "bundles" / "apiserver-sample"
-KUBECTL = shutil.which("kubectl")
 MISSING = DataPlane.missing_tools()
 
 
@@ -45,7 +44,7 @@ def needs_dataplane(fn: Any) -> Any:
     return pytest.mark.root(skip(fn))
 
 
-needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason=KUBECTL_MISSING)
 
 
 def core_api(kubeconfig: Path) -> client.CoreV1Api:

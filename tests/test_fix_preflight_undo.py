@@ -277,3 +277,56 @@ def test_undo_of_a_unit_file_fix_under_a_temp_root(tmp_path: Path) -> None:
         ["systemctl", "try-restart", "docker"],
     ]
     assert [e["outcome"] for e in read_journal(node.state_dir)] == ["applied", "undone"]
+
+
+# -- preflight: the object a cluster fix will patch -------------------------------------------
+
+
+def _kube_proxy_fix(server: Any, tmp_path: Path) -> tuple[Any, Any]:
+    """The kube-proxy proxy-mode fix as the check plans it, and a context to run it in."""
+    from checks.cluster_kube_proxy import KubeProxy
+    from doctor.core.context import CheckContext, FixContext
+    from doctor.core.runner import run_one
+    from doctor.facts.cluster import ClusterConfig
+    from doctor.facts.kube import LiveCluster
+    from doctor.facts.node import LiveNodeFacts
+    from fixes.kube import KubeWriter
+
+    kcfg = server.write_kubeconfig(tmp_path / "kubeconfig")
+    cluster = LiveCluster(ClusterConfig(kcfg, None), timeout=15)
+    node = LiveNodeFacts(tmp_path)
+    result = run_one(KubeProxy, CheckContext(node=node, cluster=cluster))
+    assert result.fix is not None, result.summary
+    ctx = FixContext(node=node, cluster=cluster, root=tmp_path, kube=KubeWriter(cluster))
+    return result.fix, ctx
+
+
+@pytest.mark.parametrize("change", ["modified", "deleted"])
+def test_a_patch_of_an_object_that_changed_since_the_plan_is_refused(
+    tmp_path: Path, change: str
+) -> None:
+    from doctor.core.fixengine import Outcome, apply_fix, preflight
+    from tests.apiserver import ApiServer
+
+    ds = ("apps/v1", "daemonsets", "kube-system", "kube-proxy")
+    with ApiServer(BUNDLES / "kube-proxy-seed-routing") as server:
+        fix, ctx = _kube_proxy_fix(server, tmp_path)
+        assert preflight(fix, ctx) == []
+        if change == "modified":
+
+            def annotate(obj: dict[str, Any]) -> None:
+                obj["metadata"].setdefault("annotations", {})["owner"] = "someone else"
+
+            server.mutate_object(*ds, annotate)
+        else:
+            server.delete_object(*ds)
+        problems = preflight(fix, ctx)
+        expected = "changed since the plan was made" if change == "modified" else "no longer"
+        assert any(expected in p for p in problems), problems
+
+        def recheck() -> Any:
+            raise AssertionError("a refused fix is never re-checked")
+
+        report = apply_fix("cluster.kube-proxy", fix, ctx, tmp_path / "state", recheck)
+        assert report.outcome is Outcome.REFUSED and report.backup_dir is None
+        assert [r for r in server.requests if r.method in ("PATCH", "PUT", "DELETE")] == []

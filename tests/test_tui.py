@@ -67,6 +67,7 @@ from tests.conftest import (
     FIXTURES,
     REPO,
     check_json,
+    kdoctor,
     load_rules,
     read_journal,
     saved_ruleset,
@@ -493,21 +494,13 @@ async def test_seed_lab_broken_cluster_findings() -> None:
         assert isinstance(app.screen, PlanScreen)
 
 
-@pilot_test
-async def test_target_warnings_become_a_notification(tmp_path: Path) -> None:
+def test_a_directory_that_is_no_bundle_is_refused_before_the_tui_starts(tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
     shutil.copytree(BUNDLES / "healthy-node", bundle, symlinks=True)
-    (bundle / "kdoctor-bundle.json").unlink()  # check warns and reads it anyway; so do we
-    app = tui_app("--bundle", str(bundle))
-    async with app.run_test(size=(80, 24), notifications=True) as pilot:
-        await settle(pilot)
-        await pilot.pause(0.1)
-        messages = [n.message for n in app._notifications]
-        assert app.results  # it still ran
-    assert messages == [
-        f"kdoctor: warning: {bundle}/kdoctor-bundle.json is missing; reading the directory "
-        "as a bundle anyway"
-    ]
+    (bundle / "kdoctor-bundle.json").unlink()
+    proc = kdoctor("tui", "--bundle", str(bundle))
+    assert proc.returncode == 3
+    assert proc.stderr.startswith(f"kdoctor: error: --bundle {bundle}: not a kdoctor bundle")
 
 
 @pilot_test
@@ -983,15 +976,16 @@ def test_in_a_real_terminal_with_tmux(tmp_path: Path) -> None:
     def screen() -> str:
         return tmux("capture-pane", "-p", "-t", "kdt")
 
-    def wait_for(text: str, timeout: float = 30) -> str:
+    def wait_for(text: str, timeout: float = 30, gone: bool = False) -> str:
+        """Poll the screen until TEXT is on it (or, GONE, off it): never a fixed sleep."""
         deadline = time.monotonic() + timeout
         shown = ""
         while time.monotonic() < deadline:
             shown = screen()
-            if text in shown:
+            if (text in shown) != gone:
                 return shown
             time.sleep(0.1)
-        raise AssertionError(f"{text!r} never appeared:\n{shown}")
+        raise AssertionError(f"{text!r} never {'left' if gone else 'appeared'}:\n{shown}")
 
     env_term = {"TERM": "xterm-256color"}
     subprocess.run(
@@ -1000,8 +994,9 @@ def test_in_a_real_terminal_with_tmux(tmp_path: Path) -> None:
         check=True, env=dict(os.environ, **env_term), timeout=30,
     )  # fmt: skip
     try:
-        shown = wait_for("✓ ok")
-        shown = wait_for("✗ fail")
+        wait_for("✓ ok")
+        wait_for("✗ fail")
+        shown = wait_for("Quit")  # the footer: drawn after the table, so wait for it too
         assert "node kubernetes-1" in shown
         assert IPTABLES in shown and "unsafe" in shown
         assert "Quit" in shown  # the footer
@@ -1014,15 +1009,16 @@ def test_in_a_real_terminal_with_tmux(tmp_path: Path) -> None:
         tmux("send-keys", "-t", "kdt", "x")
         shown = wait_for("Plan for node.iptables.reject")
         assert "fixes are disabled on a bundle" in shown
-        for key in ("Escape", "Escape"):  # plan → check → table
-            tmux("send-keys", "-t", "kdt", key)
-            time.sleep(0.5)  # two escapes at once read as alt+escape, as in any terminal
+        # plan → check → table, one Escape at a time (two at once read as alt+escape)
+        tmux("send-keys", "-t", "kdt", "Escape")
+        wait_for("Plan for node.iptables.reject", gone=True)
+        tmux("send-keys", "-t", "kdt", "Escape")
         wait_for("Re-run")
         tmux("send-keys", "-t", "kdt", "?")
         shown = wait_for("kdoctor tui — keys")
         assert "Statuses" in shown
         tmux("send-keys", "-t", "kdt", "Escape")
-        time.sleep(0.5)
+        wait_for("kdoctor tui — keys", gone=True)
         tmux("send-keys", "-t", "kdt", "q")
         deadline = time.monotonic() + 15
         while not done.exists() and time.monotonic() < deadline:

@@ -64,6 +64,8 @@ class Restored:
     backup: str  # the backup file (or "absent": the file did not exist before)
     verified: bool
     problem: str = ""
+    #: The command that restores it by hand (default: copy the backup file over it).
+    by_hand: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -149,9 +149,16 @@ def apply_fix(
             Journal(state_dir).record(report)
         return report
 
+    try:
+        backup_root = _new_backup_dir(state_dir, check_id)
+    except OSError as exc:
+        reason = (
+            f"cannot create a backup under {state_dir}: {exc.strerror or exc} "
+            "(run as root, or give --state-dir DIR); nothing changed"
+        )
+        return FixReport(check_id, fix, Outcome.REFUSED, reason, undoes=undoes)
     ctx.runner.on_step = on_step
     journal = Journal(state_dir)
-    backup_root = _new_backup_dir(state_dir, check_id)
     success = Outcome.UNDONE if undoes else Outcome.APPLIED
     report = FixReport(check_id, fix, success, backup_dir=backup_root, steps=steps, undoes=undoes)
     try:
@@ -227,7 +234,7 @@ def _roll_back(ctx: FixContext, applied: list[tuple[Action, Path]], report: FixR
         report.rollback.extend(restored)
         for item in restored:
             if not item.verified:
-                action_text = (
+                action_text = item.by_hand or (
                     f"rm {item.what}"
                     if item.backup == "absent"
                     else f"cp -p {item.backup} {item.what}"

@@ -22,6 +22,7 @@ from doctor.session import (
     Session,
     make_fix_context,
     open_target,
+    read_bundle_manifest,
     registry_warnings,
     root_causes_first,
     select_checks,
@@ -726,8 +727,17 @@ def cmd_tui(args: argparse.Namespace) -> int:
     import contextlib
     import io
 
+    # A target that cannot be opened is a usage error here, not a part stuck "opening".
+    if args.bundle is not None:
+        read_bundle_manifest(args.bundle)
+    elif args.kubeconfig:
+        from doctor.facts.cluster import find_cluster_config
+
+        find_cluster_config(args.kubeconfig, args.context, root=args.root)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise UsageError("kdoctor tui needs a terminal (use `kdoctor check` in scripts)")
+        raise UsageError(
+            "kdoctor tui needs a terminal", "use `kdoctor check` (or `kdoctor fix`) in scripts"
+        )
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
