@@ -300,6 +300,8 @@ class Node:
         shutil.copytree(HEALTHY / "host", self.root, symlinks=True)
         shutil.rmtree(self.root / "etc/containerd")
         shutil.copytree(CONFIGS / case / "etc/containerd", self.root / "etc/containerd")
+        # systemd "running" (the fix's preflight asks); the shim below answers systemctl
+        (self.root / "run/systemd/system").mkdir(parents=True, exist_ok=True)
         self.bin = tmp_path / "bin"
         self.bin.mkdir()
         (self.bin / "systemctl").write_text(SHIM)
