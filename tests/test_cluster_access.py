@@ -54,6 +54,7 @@ def test_unreachable_server_is_an_error_and_node_checks_still_run(tmp_path: Path
     code, report = check_json("--kubeconfig", str(kcfg), "--root", str(root), "--no-probes")
     cluster = _cluster_results(report)
     assert cluster.pop("cluster.dns.pod-to-pod")["status"] == "skip"  # --no-probes
+    assert cluster.pop("cluster.node-ports")["status"] == "skip"  # measured by `kdoctor fleet`
     assert cluster and all(c["status"] == "error" for c in cluster.values()), cluster
     assert all("is unreachable" in c["summary"] for c in cluster.values())
     assert _node_statuses(report)  # the node checks ran and reported

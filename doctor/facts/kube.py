@@ -735,7 +735,7 @@ class LiveCluster(KubeFacts):
         if remaining is not None and seconds >= remaining:
             why = f"the server answered {refused} and asked to retry later; " if refused else ""
             raise ApiError(
-                f"{why}the run's deadline ({self._budget or 0:g}s, --timeout) ran out before "
+                f"{why}the run's deadline ({self._budget or 0:.3g}s, --timeout) ran out before "
                 f"{verb} {what or 'the request'}",
                 refused,
             )
@@ -784,7 +784,7 @@ class LiveCluster(KubeFacts):
             if waited < self.timeout:
                 return (
                     f"the API server {host} did not answer within {waited:.3g}s, the time "
-                    f"left of the run's deadline ({self._budget or 0:g}s, --timeout)"
+                    f"left of the run's deadline ({self._budget or 0:.3g}s, --timeout)"
                 )
             return f"the API server {host} did not answer within {self.timeout:g}s"
         return f"the API server {host} failed: {text}"
