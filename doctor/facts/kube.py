@@ -38,13 +38,14 @@ load it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -633,6 +634,7 @@ class LiveCluster(KubeFacts):
         self.deadline = deadline
         self._budget = None if deadline is None else max(0.0, deadline - time.monotonic())
         self.limiter = RateLimiter(qps, burst)
+        self._past_deadline = threading.local()
         self._api: Any = None
         self._broken: str | None = None
         self._target_value: ClusterTarget | None = None
@@ -727,7 +729,20 @@ class LiveCluster(KubeFacts):
         raise AssertionError("unreachable")  # the last attempt returns or raises
 
     def _remaining(self) -> float | None:
-        return None if self.deadline is None else self.deadline - time.monotonic()
+        if self.deadline is None or getattr(self._past_deadline, "allowed", False):
+            return None
+        return self.deadline - time.monotonic()
+
+    @contextlib.contextmanager
+    def beyond_deadline(self) -> Iterator[None]:
+        """Requests of this thread ignore the run's deadline: removing what the run created
+        (probe pods) must happen also when the run's time ran out. The per-request timeout
+        still holds."""
+        self._past_deadline.allowed = True
+        try:
+            yield
+        finally:
+            self._past_deadline.allowed = False
 
     def _wait(self, seconds: float, verb: str, what: str, refused: int = 0) -> None:
         """Sleep SECONDS unless that would pass the deadline (then fail now, saying why)."""

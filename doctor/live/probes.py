@@ -547,6 +547,10 @@ class ProbeCluster:
             touched = self._touched
         if not touched:
             return []
+        with self.cluster.beyond_deadline():
+            return self._remove_everything()
+
+    def _remove_everything(self) -> list[str]:
         problems: list[str] = []
         try:
             self._remove_probe_objects()
