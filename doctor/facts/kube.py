@@ -306,9 +306,9 @@ class _NoCyclicGC:
 
     Parsed JSON holds no reference cycles, but its hundreds of thousands of new dicts trigger
     full collections that rescan everything already held: with 10,000 pods held, parsing the
-    rest takes three times as long. On the way out what was parsed is moved to the permanent
-    generation (``gc.freeze``), so later collections do not rescan it either. Reference
-    counting still frees a page's objects as soon as they are dropped.
+    rest takes three times as long. Reference counting still frees a page's objects as soon
+    as they are dropped. (``gc.freeze`` afterwards would save another tenth, but would also
+    make immortal whatever cyclic garbage the TUI holds at that moment.)
     """
 
     def __init__(self) -> None:
@@ -326,10 +326,8 @@ class _NoCyclicGC:
     def __exit__(self, *exc: object) -> None:
         with self._lock:
             self._depth -= 1
-            if self._depth == 0:
-                gc.freeze()
-                if self._was_enabled:
-                    gc.enable()
+            if self._depth == 0 and self._was_enabled:
+                gc.enable()
 
 
 _no_cyclic_gc = _NoCyclicGC()
@@ -558,7 +556,12 @@ class BundleCluster(KubeFacts):
             items = doc.get("items") if isinstance(doc, dict) else None
             if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
                 raise FactError(f"cluster/{resource.bundle_file}: not a List document (no items)")
-            return _with_kind([slim(resource, i) for i in items], resource)
+            shared = _SharedParts() if resource.plural == "pods" else None
+            for item in items:
+                slim(resource, item)
+                if shared is not None:
+                    shared.share(item)
+            return _with_kind(items, resource)
 
         doc: list[dict[str, Any]] = self._cached(("doc", resource.plural), load)
         return doc
