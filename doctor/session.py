@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from doctor.core.errors import UsageError
 from doctor.core.model import CheckResult, Scope
+from doctor.core.safetext import safe
 
 if TYPE_CHECKING:
     from doctor.core.context import CheckContext, FixContext, Options
@@ -39,7 +40,8 @@ class Session:
 def registry_warnings(failures: Sequence[LoadFailure]) -> None:
     for failure in failures:
         print(
-            f"kdoctor: warning: plugin {failure.source} failed to load: {failure.reason}",
+            f"kdoctor: warning: plugin {safe(failure.source)} failed to load: "
+            f"{safe(failure.reason, single_line=True)}",
             file=sys.stderr,
         )
 

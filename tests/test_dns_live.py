@@ -291,11 +291,12 @@ def test_whole_check_healthy_both_checks_for_real(cluster: LiveCluster) -> None:
     started = time.monotonic()
     proc = cluster.kdoctor(
         "check", "--kubeconfig", str(cluster.kubeconfig), "--root", str(cluster.root),
-        "--scope", "cluster",
+        "--scope", "cluster", "-v",
     )  # fmt: skip
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert elapsed < 30, elapsed  # the default deadline is 60 s
+    # -v: every check has its own line and its measured matrix
     assert "[✓] cluster.dns.kube-dns" in proc.stdout and "[✓] cluster.dns.pod-to-pod" in proc.stdout
     assert "┃ target" in proc.stdout and "┃ from \\ to" in proc.stdout  # both matrices drawn
     assert probe_objects(cluster.server) == []

@@ -23,7 +23,6 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -37,7 +36,9 @@ HOSTILE = BUNDLES / "hostile-text"
 
 
 def _payloads() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_bundle", FIXTURES / "hostile/make_bundle.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_bundle", FIXTURES / "hostile/make_bundle.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -86,7 +87,9 @@ def test_safe_keeps_kdoctor_text_and_multiline_text_as_it_is() -> None:
 
 def test_safe_folds_a_single_line_field() -> None:
     folded = safe("Could not get peers\r\nFailed\nto\u2029get\tpeers\n", single_line=True)
-    assert folded == f"Could not get peers{NEWLINE_MARK}Failed{NEWLINE_MARK}to{NEWLINE_MARK}get peers"
+    assert (
+        folded == f"Could not get peers{NEWLINE_MARK}Failed{NEWLINE_MARK}to{NEWLINE_MARK}get peers"
+    )
     assert "\n" not in safe(P.PAYLOAD + "\n" + P.PAYLOAD, single_line=True)
 
 
@@ -99,9 +102,9 @@ def test_the_fixture_bundle_carries_every_kind_of_payload() -> None:
     pods = json.loads((HOSTILE / "cluster/pods.json").read_text())
     assert P.PAYLOAD in json.loads(events)["items"][0]["message"]
     assert any(p["metadata"]["name"] == P.HOSTILE_POD for p in pods["items"])
-    rules = (HOSTILE / "commands/iptables-save.txt").read_text()
+    rules = (HOSTILE / "commands/iptables-save.txt").read_bytes().decode()
     assert '--comment "' + P.PAYLOAD.replace('"', "'") in rules
-    unit = (HOSTILE / "commands/systemctl-show-kubelet.txt").read_text()
+    unit = (HOSTILE / "commands/systemctl-show-kubelet.txt").read_bytes().decode()
     assert "Description=kubelet \x1b]0;pwned\x07" in unit
     for kind in ("\x1b]0;", "\x1b]8;;", "\x07", "\x08", "\r", "\x9b", "[bold red]"):
         assert kind in P.PAYLOAD
@@ -177,7 +180,10 @@ def test_the_prometheus_textfile_of_the_hostile_bundle_parses() -> None:
     assert proc.stdout
     assert not forbidden_in(proc.stdout)
     samples = _parse_prometheus(proc.stdout)
-    key = ("kdoctor_check_status", (("check", "cluster.nodes"), ("scope", "cluster"), ("status", "fail")))
+    key = (
+        "kdoctor_check_status",
+        (("check", "cluster.nodes"), ("scope", "cluster"), ("status", "fail")),
+    )
     assert samples[key] == 1
 
 
@@ -229,7 +235,7 @@ class Tmux:
 
     def start(self, command: str) -> None:
         """Run ``command`` in a pane once recording has started (the pane waits for Enter)."""
-        script = f"read _go; stty -onlcr; {command}; echo __KDT_DONE__; sleep 60"
+        script = f"stty -echo -onlcr; read _go; {command}; echo __KDT_DONE__; sleep 60"
         subprocess.run(
             ["tmux", "-L", self.socket, "new-session", "-d", "-s", "kdt",
              "-x", str(self.size[0]), "-y", str(self.size[1]), "sh", "-c", script],
@@ -288,9 +294,8 @@ def test_in_a_real_terminal_nothing_is_interpreted(tmp_path: Path) -> None:
 
 def test_the_tui_shows_outside_text_inert(tmp_path: Path) -> None:
     tmux = Tmux(tmp_path, width=200, height=50)
-    tmux.start(
-        f"{_python()} tui --bundle {shlex.quote(str(HOSTILE))} --state-dir {shlex.quote(str(tmp_path))}"
-    )
+    state = shlex.quote(str(tmp_path / "state"))
+    tmux.start(f"{_python()} tui --bundle {shlex.quote(str(HOSTILE))} --state-dir {state}")
     try:
         before = tmux.title()
         shown = tmux.wait_for("cluster.kube-system.pods")
@@ -299,8 +304,11 @@ def test_the_tui_shows_outside_text_inert(tmp_path: Path) -> None:
         tmux("send-keys", "-t", "kdt", "q")
         tmux.wait_for("__KDT_DONE__")
         raw = tmux.raw.read_bytes().decode("utf-8", "replace")
-        # Textual draws with CSI sequences (and its own mode switches); nothing else.
-        leftover = re.sub(r"\x1b\[[0-9;?<>=]*[ -/]*[@-~]|\x1b[=>()][0-9A-Za-z]?", "", raw)
+        # Textual draws with CSI sequences, its own mode switches and OSC 22 (the mouse
+        # pointer's shape); nothing else.
+        leftover = re.sub(
+            r"\x1b\[[0-9;?<>=]*[ -/]*[@-~]|\x1b[=>()][0-9A-Za-z]?|\x1b\]22;[a-z-]*\x07", "", raw
+        )
         leftover = leftover.replace("\r", "")  # Textual's own cursor returns
         assert "\x1b]0;pwned" not in raw and "\x1b]8;;https://evil" not in raw
         assert not forbidden_in(leftover), forbidden_in(leftover)

@@ -221,9 +221,16 @@ def test_confirmation_evidence_and_control_codes() -> None:
     assert evidence_rows({"rule": "-A INPUT -j REJECT", "blocks": ["tcp/6443", "tcp/10250"],
                           "position": 7, "owner": None, "extra": {"b": 1}}) == [
         ("rule", "-A INPUT -j REJECT"), ("blocks", "tcp/6443\ntcp/10250"), ("position", "7"),
-        ("owner", "(none)"), ("extra", '{\n  "b": 1\n}'),
+        ("owner", "(none)"), ("extra", "b: 1"),
     ]  # fmt: skip
-    assert printable("a\x1b[2J\x1b[31mb\x1b]52;c;ZXZpbA==\x07c\r\n\td") == "abc\n\td"
+    # nested evidence reads as key: value lines, the way `check -v` prints it, never JSON
+    assert evidence_rows({"event": {"count": 2, "node": "n1"}, "pods": [{"name": "p"}]}) == [
+        ("event", "count: 2\nnode: n1"), ("pods", "[1]:\n  name: p"),
+    ]  # fmt: skip
+    # control sequences are shown as text, inert (doctor.core.safetext)
+    assert printable("a\x1b[2J\x1b[31mb\x1b]52;c;ZXZpbA==\x07c\r\n\td") == (
+        "a\\x1b[2J\\x1b[31mb\\x1b]52;c;ZXZpbA==\\x07c\\r\n\td"
+    )
 
 
 def test_fix_blocked_reasons() -> None:
@@ -275,7 +282,12 @@ async def test_rows_fill_in_with_the_same_verdicts_as_check() -> None:
         expected = reference(FIREWALLD_BUNDLE)
         assert {i: r.status.value for i, r in app.results.items()} == expected
         shown = table_rows(app)
-        assert list(shown) == [c.id for c in app.backend.checks]
+        assert set(shown) == {c.id for c in app.backend.checks}
+        # what is broken first: fail, warn, error, then skip and ok
+        rank = {"fail": 0, "warn": 1, "error": 2, "skip": 4, "ok": 5}
+        order = [rank[expected[i]] for i in shown]
+        assert order == sorted(order), list(shown)
+        assert expected[next(iter(shown))] == "fail"
         for check_id, status in expected.items():
             assert shown[check_id].endswith(status), (check_id, shown[check_id])
         text = screen_text(app)

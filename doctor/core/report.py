@@ -13,6 +13,7 @@ from typing import Any
 
 from doctor import __version__
 from doctor.core.model import CheckResult, Status, worst_status
+from doctor.core.safetext import prometheus_label
 from doctor.core.sources import ClusterTarget
 
 SCHEMA_ID = "kdoctor/report/v1"
@@ -98,8 +99,9 @@ def render_json(report: Report) -> str:
 
 
 def _label(value: str) -> str:
-    """Escape a Prometheus label value (backslash, double quote, newline)."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    """A label value escaped per the exposition format (``\\``, ``\"``, ``\n``; other
+    control characters shown visibly): a check or node name cannot break a line."""
+    return prometheus_label(value)
 
 
 def _node(r: CheckResult) -> str:

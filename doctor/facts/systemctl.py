@@ -85,9 +85,12 @@ def parse_show(text: str, source: str) -> dict[str, str]:
     Raises :class:`FactError` naming ``source`` for anything systemctl does not print.
     """
     properties: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only: a CR or form feed inside a Description is part of its text.
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.rstrip("\r")
-        if _CONTROL.search(line):
+        # A unit's Description is free text its author chose; any other property with
+        # control characters is not what systemctl prints.
+        if _CONTROL.search(line) and not line.startswith("Description="):
             raise FactError(f"{source}: line {number}: binary data (control characters)")
         if not line.strip():
             continue

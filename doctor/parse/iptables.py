@@ -30,6 +30,9 @@ _COUNTERS = re.compile(r"^\[\d+:\d+\]$")
 _TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _RULE_COUNTERS_PREFIX = re.compile(r"^\[(\d+):(\d+)\]\s+")
 _CONTROL_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ufffd]")
+#: A comment's text is whatever bytes whoever added the rule chose: iptables-save prints them
+#: as they are (quoting only ``"`` and ``\``), so control characters there are not binary junk.
+_QUOTED_COMMENT = re.compile(r'--comment\s+"(?:[^"\\]|\\.)*"')
 
 #: Long and short spellings of the options every rule may carry, mapped to the short one.
 _BASIC_OPTIONS = {
@@ -372,7 +375,7 @@ def _parse(text: str, source: str) -> Ruleset:
                 f"{current.line}) without COMMIT: truncated output?",
             )
         line = raw.rstrip("\r")
-        bad = _CONTROL_CHAR.search(line)
+        bad = _CONTROL_CHAR.search(_QUOTED_COMMENT.sub("", line))
         if bad:
             what = "undecodable bytes" if bad.group() == "\ufffd" else f"0x{ord(bad.group()):02x}"
             raise ParseError(number, f"control character {what}: binary data, not iptables-save")

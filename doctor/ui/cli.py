@@ -18,6 +18,7 @@ from doctor import __version__
 from doctor.core.errors import UsageError
 from doctor.core.fix import FixSafety
 from doctor.core.model import EXIT_CODES, CheckResult, Status
+from doctor.core.safetext import safe
 from doctor.session import (
     Session,
     make_fix_context,
@@ -51,9 +52,22 @@ def _id_list(value: str) -> list[str]:
 
 def _add_target_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("target")
-    group.add_argument("--scope", choices=["node", "cluster", "all"], default="all")
-    group.add_argument("--only", type=_id_list, default=[], metavar="ID[,ID…]")
-    group.add_argument("--skip", type=_id_list, default=[], metavar="ID[,ID…]")
+    group.add_argument(
+        "--scope",
+        choices=["node", "cluster", "all"],
+        default="all",
+        help="run the node checks, the cluster checks or both (default all)",
+    )
+    group.add_argument(
+        "--only",
+        type=_id_list,
+        default=[],
+        metavar="ID[,ID…]",
+        help="run only these checks (ids from `kdoctor list`)",
+    )
+    group.add_argument(
+        "--skip", type=_id_list, default=[], metavar="ID[,ID…]", help="do not run these checks"
+    )
     group.add_argument("--bundle", type=Path, metavar="DIR", help="analyse a bundle, not this node")
     group.add_argument(
         "--root",
@@ -62,8 +76,15 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="read the node's files under DIR (default /)",
     )
-    group.add_argument("--kubeconfig", metavar="FILE")
-    group.add_argument("--context", metavar="NAME")
+    group.add_argument(
+        "--kubeconfig",
+        metavar="FILE",
+        help="the cluster's kubeconfig (default $KUBECONFIG, ~/.kube/config, "
+        "/etc/kubernetes/admin.conf, in-cluster)",
+    )
+    group.add_argument(
+        "--context", metavar="NAME", help="the kubeconfig context (default its current one)"
+    )
     group.add_argument(
         "--timeout",
         type=float,
@@ -78,7 +99,12 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="where fixes keep backups and the journal (default /var/lib/kdoctor)",
     )
-    group.add_argument("-v", "--verbose", action="store_true")
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="every check, every finding with its evidence, fix plans and durations",
+    )
     live = parser.add_argument_group("live probes")
     live.add_argument(
         "--cluster-domain",
@@ -137,12 +163,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="diagnose (changes nothing)")
     _add_target_options(check)
-    check.add_argument("--format", choices=["text", "json", "prometheus"], default="text")
-    check.add_argument("--json", action="store_const", const="json", dest="format")
-    check.add_argument("--output", type=Path, metavar="FILE", help="write atomically to FILE")
+    check.add_argument(
+        "--format",
+        choices=["text", "json", "prometheus"],
+        default="text",
+        help="text for a person (default), the JSON report kdoctor/report/v1, or a "
+        "Prometheus textfile (docs/report.md)",
+    )
+    check.add_argument(
+        "--json", action="store_const", const="json", dest="format", help="--format json"
+    )
+    check.add_argument(
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="write the report to FILE atomically instead of printing it",
+    )
+    check.add_argument(
+        "-q", "--quiet", action="store_true", help="print only the status line (text format)"
+    )
 
     fix = sub.add_parser("fix", help="repair: plan, confirm, back up, apply, re-check, roll back")
-    fix.add_argument("ids", nargs="*", metavar="ID")
+    fix.add_argument(
+        "ids", nargs="*", metavar="ID", help="the checks to fix (default: every failing one)"
+    )
     _add_target_options(fix)
     fix.add_argument("--dry-run", action="store_true", help="print the plans, change nothing")
     fix.add_argument("--yes", action="store_true", help="do not ask before each fix")
@@ -155,16 +199,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     lst = sub.add_parser("list", help="every registered check")
-    lst.add_argument("--format", choices=["text", "json"], default="text")
+    lst.add_argument("--format", choices=["text", "json"], default="text", help="a table or JSON")
 
     explain = sub.add_parser("explain", help="a check's documentation")
-    explain.add_argument("id", metavar="ID")
+    explain.add_argument("id", metavar="ID", help="a check id (see `kdoctor list`)")
 
     tui = sub.add_parser("tui", help="the interactive fixer (same target options as check)")
     _add_target_options(tui)
 
     collect = sub.add_parser("collect", help="write a bundle of this node (and cluster)")
-    collect.add_argument("dir", type=Path, metavar="DIR")
+    collect.add_argument(
+        "dir", type=Path, metavar="DIR", help="where to write the bundle (docs/bundle.md)"
+    )
     _add_target_options(collect)
 
     undo = sub.add_parser(
@@ -201,9 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except UsageError as exc:
-        print(f"kdoctor: error: {exc}", file=sys.stderr)
+        print(f"kdoctor: error: {safe(exc, single_line=True)}", file=sys.stderr)
         if exc.hint:
-            print(f"kdoctor: hint: {exc.hint}", file=sys.stderr)
+            print(f"kdoctor: hint: {safe(exc.hint, single_line=True)}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
         print("kdoctor: interrupted", file=sys.stderr)
@@ -255,7 +301,7 @@ def _run(session: Session, args: argparse.Namespace, progress: bool) -> list[Che
         stop_progress()
         # Probe pods go away however the run ends (done, timed out, Ctrl-C, SIGTERM).
         for problem in session.cleanup():
-            print(f"kdoctor: warning: probe not removed: {problem}", file=sys.stderr)
+            print(f"kdoctor: warning: probe not removed: {safe(problem)}", file=sys.stderr)
         restore()
 
 
@@ -283,6 +329,7 @@ def _progress(
     """A spinner on stderr, shown only when the run lasts longer than a moment; returns
     (on_result, note for a sub-step such as the probe wait, stop)."""
     from rich.console import Console
+    from rich.text import Text
 
     console = Console(stderr=True)
     status = console.status(f"running {total} checks…")
@@ -299,10 +346,12 @@ def _progress(
 
     def on_result(result: CheckResult) -> None:
         done[0] += 1
-        status.update(f"running {total} checks… {done[0]} done (last: {result.id})")
+        last = safe(result.id, single_line=True)
+        status.update(Text(f"running {total} checks… {done[0]} done (last: {last})"))
 
     def note(text: str) -> None:
-        status.update(f"running {total} checks… {done[0]} done; {text}")
+        note_text = safe(text, single_line=True)
+        status.update(Text(f"running {total} checks… {done[0]} done; {note_text}"))
 
     def stop() -> None:
         timer.cancel()
@@ -336,7 +385,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     elif args.format == "prometheus":
         text = render_prometheus(report)
     else:
-        text = _render_text_to_string(report, args.verbose, to_terminal=args.output is None)
+        text = _render_text_to_string(
+            report, args.verbose, to_terminal=args.output is None, quiet=args.quiet
+        )
         if args.output is None:
             text = ""
     if args.output is not None:
@@ -375,17 +426,19 @@ def _check_output(path: Path) -> None:
         raise UsageError(f"--output {path}: is a directory", OUTPUT_HINT)
 
 
-def _render_text_to_string(report: Report, verbose: bool, to_terminal: bool) -> str:
+def _render_text_to_string(
+    report: Report, verbose: bool, to_terminal: bool, quiet: bool = False
+) -> str:
     """Print to the terminal directly (colour), or return plain text for --output."""
     import io
 
     from doctor.ui.text import make_console, render_text
 
     if to_terminal:
-        render_text(report, make_console(), verbose)
+        render_text(report, make_console(), verbose, quiet=quiet)
         return ""
     buffer = io.StringIO()
-    render_text(report, make_console(buffer), verbose)
+    render_text(report, make_console(buffer), verbose, quiet=quiet)
     return buffer.getvalue()
 
 
@@ -516,7 +569,7 @@ def _offer_fixes(
     console = make_console()
 
     def say(text: str) -> None:
-        console.print(text, markup=False, highlight=False)
+        console.print(safe(text), markup=False, highlight=False)
 
     def journal(check_id: str, fix: Fix, outcome: Outcome, reason: str) -> None:
         try:
@@ -654,7 +707,7 @@ def cmd_undo(args: argparse.Namespace) -> int:
     console = make_console()
 
     def say(text: str) -> None:
-        console.print(text, markup=False, highlight=False)
+        console.print(safe(text), markup=False, highlight=False)
 
     say(f"Plan for undo of {entry.get('fix')} ({entry.get('id')}, applied {entry.get('time')}):")
     for line in fix.plan():
@@ -784,7 +837,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     width = max((len(c.id) for c in registry.checks), default=10)
     for check in registry.checks:
         fix = check.fix_safety.value if check.fix_safety else "-"
-        print(f"{check.id:<{width}}  {check.scope.value:<7}  {fix:<6}  {check.title}")
+        title = safe(check.title, single_line=True)
+        print(f"{safe(check.id):<{width}}  {check.scope.value:<7}  {fix:<6}  {title}")
     return 0
 
 
@@ -796,10 +850,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if check is None:
         raise UsageError(f"unknown check id {args.id!r} (see `kdoctor list`)")
     fix = check.fix_safety.value if check.fix_safety else "none"
-    print(f"{check.id} ({check.scope.value}) — {check.title}")
+    print(f"{safe(check.id)} ({check.scope.value}) — {safe(check.title, single_line=True)}")
     print(f"fix: {fix}")
     print()
-    print(check.documentation())
+    print(safe(check.documentation()))
     return 0
 
 
@@ -827,7 +881,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         from doctor.facts.collect_cluster import collect_cluster
 
         manifest = collect_cluster(out, args, manifest)
-    print(f"bundle written to {out}")
+    print(f"bundle written to {safe(out)}")
     for item in manifest.get("missing", []):
-        print(f"  not collected: {item}")
+        print(f"  not collected: {safe(item, single_line=True)}")
     return 0

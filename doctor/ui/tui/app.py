@@ -34,7 +34,7 @@ from doctor.core.fixengine import FixReport, Outcome
 from doctor.core.model import CheckResult, Scope, Status
 from doctor.core.registry import Check
 from doctor.ui.tui.backend import Backend
-from doctor.ui.tui.logic import RowView, fix_blocked_reason, tally
+from doctor.ui.tui.logic import RowView, fix_blocked_reason, printable, problems_first, tally
 from doctor.ui.tui.screens.check import CheckScreen
 from doctor.ui.tui.screens.help import HelpScreen, SaveReportScreen
 from doctor.ui.tui.screens.main import MainScreen
@@ -169,7 +169,7 @@ class KdoctorApp(App[None]):
         self.begin_capture_print(self, stdout=False, stderr=True)
         self.push_screen(MainScreen())
         for warning in self.startup_warnings:
-            self.notify(warning, severity="warning", timeout=10, markup=False)
+            self.notify(printable(warning), severity="warning", timeout=10, markup=False)
         for part in self.backend.parts:
             self._open_part(part)
 
@@ -178,7 +178,7 @@ class KdoctorApp(App[None]):
         text = event.text.strip()
         if text and text not in self._warned:
             self._warned.add(text)  # both parts of the target may say the same thing
-            self.notify(text, severity="warning", timeout=10, markup=False)
+            self.notify(printable(text), severity="warning", timeout=10, markup=False)
 
     # -- state, for the screens ----------------------------------------------------------
     def row(self, check_id: str) -> RowView:
@@ -192,7 +192,7 @@ class KdoctorApp(App[None]):
         )
 
     def rows(self) -> list[RowView]:
-        return [self.row(check.id) for check in self.backend.checks]
+        return problems_first([self.row(check.id) for check in self.backend.checks])
 
     def counts(self) -> dict[Status, int]:
         return tally(self.results.values())

@@ -4,14 +4,13 @@ layout and whether a fix may be applied. No textual import here."""
 from __future__ import annotations
 
 import enum
-import json
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from doctor.core.fix import FixSafety
 from doctor.core.model import CheckResult, Scope, Status
+from doctor.core.safetext import safe
 
 #: Status filter values, in the order the ``f`` key cycles through them.
 STATUS_FILTERS: tuple[str, ...] = ("all", "problems", "fail", "warn", "error", "skip", "ok")
@@ -22,17 +21,12 @@ PROBLEMS = frozenset({Status.FAIL, Status.WARN, Status.ERROR})
 #: The typed confirmation an unsafe fix accepts besides the check id.
 CONFIRM_WORD = "yes"
 
-_CONTROL = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI sequences (colours, cursor movement)
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC sequences (titles, clipboard, links)
-    r"|[\x00-\x08\x0b-\x1f\x7f]"  # other C0 controls and DEL; tab and newline stay
-)
-
 
 def printable(text: str) -> str:
-    """``text`` without terminal control sequences: facts come from broken nodes and may
-    carry escape codes that would otherwise redraw the operator's terminal."""
-    return _CONTROL.sub("", text)
+    """``text`` with control characters and escape sequences shown as text (``\\x1b``):
+    facts come from broken nodes and other people's pods, and must not redraw the
+    operator's terminal (:func:`doctor.core.safetext.safe`)."""
+    return safe(text)
 
 
 BUNDLE_REASON = "fixes are disabled on a bundle: a bundle is a copy of a node, not the node"
@@ -48,6 +42,23 @@ class RowView:
     result: CheckResult | None
     #: "waiting" (target still opening), "running", "applying", or None (result is current).
     state: str | None = None
+
+
+#: Table order: what is broken first, then what could not decide, then the rest.
+_ROW_ORDER = {Status.FAIL: 0, Status.WARN: 1, Status.ERROR: 2, Status.SKIP: 4, Status.OK: 5}
+
+
+def problems_first(rows: Sequence[RowView]) -> list[RowView]:
+    """Failing checks first (a root cause other findings name before the checks it
+    explains), then warnings, errors, unfinished ones, skips and oks; the registry's order
+    within each (the sort is stable), as ``kdoctor check`` prints them."""
+    roots = {f.caused_by for r in rows if r.result for f in r.result.findings if f.caused_by}
+
+    def key(row: RowView) -> tuple[int, bool]:
+        rank = _ROW_ORDER[row.result.status] if row.result else 3
+        return rank, row.check_id not in roots
+
+    return sorted(rows, key=key)
 
 
 def next_value(values: Sequence[str], current: str) -> str:
@@ -147,16 +158,24 @@ def classify_plan(lines: Iterable[str]) -> list[tuple[str, LineKind]]:
 
 
 def evidence_text(value: Any) -> str:
-    """One evidence value for display: lists one item per line, the rest JSON."""
+    """One evidence value for display, the way ``check -v`` shows it: lists one item per
+    line, mappings as indented ``key: value`` lines, never JSON."""
+    from doctor.ui.text import evidence_lines
+
     if isinstance(value, str):
-        return value
+        return safe(value)
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return "\n".join(value) if value else "(none)"
+        return "\n".join(safe(v, single_line=True) for v in value) if value else "(none)"
     if value is None:
         return "(none)"
-    if isinstance(value, bool | int | float):
-        return json.dumps(value)
-    return json.dumps(value, indent=2, sort_keys=True)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, dict):
+        return "\n".join(evidence_lines(value)) or "(none)"
+    lines = list(evidence_lines({"": value}))
+    return "\n".join(line[2:] for line in lines[1:]) or "(none)"
 
 
 def evidence_rows(evidence: dict[str, Any]) -> list[tuple[str, str]]:

@@ -78,7 +78,7 @@ class CheckScreen(Screen[None]):
             Content.assemble(
                 status, "  ", (row.check_id, "bold"), ("  " + row.scope.value, "$text-muted")
             ),
-            Content.styled(row.title, "$text-muted"),
+            Content.styled(printable(row.title), "$text-muted"),
         ]
         if result is not None:
             head.append(Content(printable(result.summary)))

@@ -14,7 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
 from doctor.core.fix import Fix, FixSafety
-from doctor.ui.tui.logic import CONFIRM_WORD, confirmation_matches
+from doctor.ui.tui.logic import CONFIRM_WORD, confirmation_matches, printable
 from doctor.ui.tui.style import safety_content
 
 
@@ -41,7 +41,7 @@ class ConfirmFix(ModalScreen[bool]):
             )  # fmt: skip
             yield Static(
                 Content.assemble(
-                    (self.fix.title, "bold"),
+                    (printable(self.fix.title), "bold"),
                     "\n",
                     (f"{self.check_id} · {self.fix.id} · {steps} plan lines", "$text-muted"),
                 ),

@@ -140,6 +140,12 @@ class MainScreen(Screen[None]):
         self.query_one("#search", Input).focus()
 
     def action_leave_search(self) -> None:
+        """Esc: clear the search (every row is back) and return to the table."""
+        search = self.query_one("#search", Input)
+        if search.value or self.query_text:
+            search.value = ""
+            self.query_text = ""
+            self.refresh_view()
         self.table.focus()
 
     @on(Input.Changed, "#search")

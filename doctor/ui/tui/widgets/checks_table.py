@@ -9,6 +9,7 @@ from textual.binding import Binding, BindingType
 from textual.events import Resize
 from textual.widgets import DataTable
 
+from doctor.core.safetext import safe
 from doctor.ui.tui.logic import RowView, format_duration, printable
 from doctor.ui.tui.style import LABEL, PENDING_LABEL, rich_text, safety_var, status_var
 
@@ -70,15 +71,15 @@ class ChecksTable(DataTable[Text]):
             )
         else:
             cells["status"] = rich_text(variables, PENDING_LABEL["waiting"], "$status-pending")
-        cells["id"] = Text(row.check_id, style="bold", no_wrap=True, overflow="ellipsis")
-        cells["title"] = Text(row.title, no_wrap=True, overflow="ellipsis")
+        cells["id"] = Text(printable(row.check_id), style="bold", no_wrap=True, overflow="ellipsis")
+        cells["title"] = Text(printable(row.title), no_wrap=True, overflow="ellipsis")
         if result is None:
             note = {"running": "running…", "applying": "applying the fix…"}.get(
                 row.state or "", "waiting for the target…"
             )
             cells["summary"] = rich_text(variables, note, "$status-pending")
         else:
-            summary = printable(result.summary.splitlines()[0]) if result.summary else ""
+            summary = safe(result.summary, single_line=True)
             if row.state is not None:
                 cells["summary"] = rich_text(variables, summary, "$status-pending")
             else:

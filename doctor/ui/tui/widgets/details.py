@@ -124,7 +124,9 @@ def preview_content(row: RowView | None, fix_note: str | None) -> tuple[Content,
     """The three parts of the preview: heading, status with summary, findings and fix."""
     if row is None:
         return Content.styled("No check matches the filters.", "$text-muted"), Content(), Content()
-    head = Content.assemble((row.check_id, "bold"), ("  " + row.title, "$text-muted"))
+    head = Content.assemble(
+        (printable(row.check_id), "bold"), ("  " + printable(row.title), "$text-muted")
+    )
     result = row.result
     if row.state is not None:
         second = Content.assemble(
