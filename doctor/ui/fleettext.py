@@ -11,6 +11,7 @@ from rich.text import Text
 
 from doctor.core.model import STATUS_RANK, CheckResult, Status
 from doctor.core.report import Report
+from doctor.core.safetext import safe
 from doctor.ui.text import STYLE, print_result
 
 
@@ -37,10 +38,12 @@ def render_fleet_text(
     nodes = list(target.fleet_nodes or ())
     where = f"{len(nodes)} nodes"
     if target.bundle:
-        where += f", bundle {target.bundle}"
+        where += f", bundle {safe(target.bundle, single_line=True)}"
     if target.cluster:
         c = target.cluster
-        where += f", cluster {c.context or '?'} ({c.server or '?'}, {c.version or '?'})"
+        where += ", cluster " + safe(
+            f"{c.context or '?'} ({c.server or '?'}, {c.version or '?'})", single_line=True
+        )
     console.print(Text(f"kdoctor fleet: {where}", style="bold"))
     by_node: dict[str, list[CheckResult]] = defaultdict(list)
     cluster_results: list[CheckResult] = []
@@ -59,7 +62,8 @@ def render_fleet_text(
             table.add_column(_short(check_id), justify="center")
         ordered = sorted(nodes, key=lambda n: (_rank(_worst(by_node.get(n, []))), n))
         for node in ordered:
-            cells: list[Text | str] = [Text(node, style=STYLE[_worst(by_node.get(node, []))])]
+            style = STYLE[_worst(by_node.get(node, []))]
+            cells: list[Text | str] = [Text(safe(node, single_line=True), style=style)]
             results = {r.id: r for r in by_node.get(node, [])}
             for check_id in check_ids:
                 cell = results.get(check_id)
@@ -70,7 +74,8 @@ def render_fleet_text(
     unreported = target.unreported or {}
     for node, reason in sorted(unreported.items()):
         if not node_filter or node_filter in node:
-            console.print(Text(f"  ? {node}: no report from its agent: {reason}", style="magenta"))
+            why = f"{safe(node, single_line=True)}: no report from its agent: {safe(reason)}"
+            console.print(Text(f"  ? {why}", style="magenta"))
     if cluster_results:
         console.print()
         console.print(Text("Cluster (checked once)", style="bold"))
@@ -86,7 +91,7 @@ def render_fleet_text(
         console.print()
         console.print(Text("Nodes", style="bold"))
         for r in sorted(problems, key=lambda r: (_rank(r.status), r.id, r.node or "")):
-            console.print(Text(f"{r.node}:", style="bold"))
+            console.print(Text(f"{safe(r.node or '', single_line=True)}:", style="bold"))
             print_result(console, r, verbose)
     console.print()
     counts = report.summary()
