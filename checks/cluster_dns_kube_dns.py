@@ -307,7 +307,7 @@ class KubeDns(Check):
     what it serves), `i/o timeout` and `no route to host`. A DNS pod that is not ready is
     explained with the pod diagnosis (container states and events) and points at its root
     cause: `caused_by: cluster.network.cni` when the network plugin cannot give it a sandbox
-    (the seed's kube-dns stuck in ContainerCreating), `cluster.nodes` when it cannot be
+    (the lab-22 lab's kube-dns stuck in ContainerCreating), `cluster.nodes` when it cannot be
     scheduled. A DNS pod that runs but times out on a Service ClusterIP (the `kubernetes`
     Service it reaches the API through, `dial tcp 10.96.0.1:443: i/o timeout`) means the pods
     are fine and the Service path is not: `caused_by: cluster.kube-proxy`. Logs a bundle does
@@ -334,7 +334,7 @@ class KubeDns(Check):
 
     ## Why it matters
     Every pod resolves Service names through this Service; when it is down, nothing that
-    talks to a Service by name works. The seed's kube-dns stayed in ContainerCreating: the
+    talks to a Service by name works. The lab-22 lab's kube-dns stayed in ContainerCreating: the
     cause was the overlay (Weave Net), but the workaround applied was kube-proxy's
     `--proxy-mode=userspace`, which only helps when DNS pods run and the Service path is what
     is broken. Telling those two apart is this check's job.
@@ -358,7 +358,7 @@ class KubeDns(Check):
     timing out on a Service ClusterIP, with the kube-proxy pod on that node started before
     the error; or, live, the DNS pods answering at their own IPs while the Service IP does
     not): the kube-proxy proxy-mode patch (see `cluster.kube-proxy`): set the mode
-    chosen with `kdoctor fix --proxy-mode MODE` (default: the seed's `userspace` where the
+    chosen with `kdoctor fix --proxy-mode MODE` (default: the lab-22 lab's `userspace` where the
     server still has it, below v1.26, else `iptables`) where kube-proxy really reads it —
     the `--proxy-mode` flag or ConfigMap `kube-proxy` `config.conf` — with a
     resourceVersion precondition, restart the kube-proxy pods, wait for them, re-check, and

@@ -1,4 +1,4 @@
-"""cluster.dns.pod-to-pod: the seed's busybox test, automated (probe pods, always removed)."""
+"""cluster.dns.pod-to-pod: the lab-22 lab's busybox test, automated (probe pods, always removed)."""
 
 from __future__ import annotations
 
@@ -389,7 +389,7 @@ def pair_findings(results: list[PairResult], domain: str) -> list[Finding]:
 class PodToPod(Check):
     """Probe pods on different nodes resolve each other's DNS names and ping each other.
 
-    The seed's manual test, automated: in namespace `kdoctor-probe` (created when missing,
+    The lab-22 lab's manual test, automated: in namespace `kdoctor-probe` (created when missing,
     deleted at the end when kdoctor created it) a headless Service `kdoctor-probe`
     (`clusterIP: None`) and one busybox pod per schedulable node (`--probe-nodes N` for
     fewer; cordoned, tainted and not-Ready nodes get none; with a single node, two probes run

@@ -65,7 +65,7 @@ class KubeProxy(Check):
     takes it from — the `--proxy-mode` flag in the container's command/args (the last one
     wins), or, when it runs with `--config=PATH`, the `mode:` of the KubeProxyConfiguration
     in the ConfigMap mounted there (`kube-proxy`, key `config.conf`), in which case a
-    `--proxy-mode` flag is ignored (warn: the seed's workaround applied to a kubeadm ≥ 1.8
+    `--proxy-mode` flag is ignored (warn: the lab-22 lab's workaround applied to a kubeadm ≥ 1.8
     cluster changes nothing). An empty mode is the default, iptables. `userspace` on a server
     ≥ v1.26 is a failure (removed there: kube-proxy refuses to start, and running pods fail
     at their next restart); `userspace` below v1.26 is a warning (the legacy proxier,
@@ -73,7 +73,7 @@ class KubeProxy(Check):
     unknown modes, `nftables` before v1.31 and `kernelspace` fail. Last, the Service path:
     when a DNS pod runs but its log shows timeouts on a Service ClusterIP (kube-dns or
     CoreDNS cannot reach the API through the `kubernetes` Service: `dial tcp
-    10.96.0.1:443: i/o timeout`, the seed-era symptom), and that line is newer than the
+    10.96.0.1:443: i/o timeout`, the 1.6-era symptom), and that line is newer than the
     kube-proxy pod on its node, Service routing is broken: fail. Evidence: the mode, where it
     is set (flag and its position, or the ConfigMap key and line), the DaemonSet's
     resourceVersion, the server version. A healthy flag-based iptables DaemonSet is ok.
@@ -91,16 +91,16 @@ class KubeProxy(Check):
       (`mode: iptables`) when it runs with `--config`, else the `--proxy-mode` flag; then
       restart the pods (`kubectl -n kube-system rollout restart ds/kube-proxy`, or delete
       them). Move off `userspace` before upgrading to v1.26.
-    - Service routing broken: the seed's remedy was `--proxy-mode=userspace` (v1.5/1.6 with
+    - Service routing broken: the lab-22 lab's remedy was `--proxy-mode=userspace` (v1.5/1.6 with
       Weave Net); on current versions restart kube-proxy and read its log ("Using iptables
       Proxier"), check `--cluster-cidr` and the node's iptables.
 
     ## Fix safety
     unsafe: the kube-proxy proxy-mode patch changes how every Service on every node is
     routed. It is offered when the mode is a failure (`userspace` on ≥ v1.26, an unknown or
-    unsupported mode → `iptables`), and when Service routing is broken (the seed's
+    unsupported mode → `iptables`), and when Service routing is broken (the lab-22 kubeadm lab's
     situation) — then the mode is the one picked with `kdoctor fix --proxy-mode MODE`, by
-    default the seed's `userspace` where the server still has it (< v1.26) and `iptables`
+    default the lab-22 lab's `userspace` where the server still has it (< v1.26) and `iptables`
     elsewhere; when kube-proxy already runs that mode, the fix only restarts its pods. For a
     warning (userspace below v1.26, a flag `--config` makes kube-proxy ignore) it is offered
     only when a mode is picked explicitly with `--proxy-mode`: the check cannot tell a
@@ -208,7 +208,8 @@ class KubeProxy(Check):
                     resource=resource,
                     evidence={**base, **hit.evidence()},
                     hint="kube-proxy's rules on that node do not translate the ClusterIP. The "
-                    "seed's workaround on v1.5/1.6 was --proxy-mode=userspace; on current "
+                    "lab-22 kubeadm lab's workaround on v1.5/1.6 was --proxy-mode=userspace; "
+                    "on current "
                     "versions restart kube-proxy, read its log (`Using iptables Proxier`), "
                     "check --cluster-cidr/clusterCIDR and the node's iptables.",
                 )

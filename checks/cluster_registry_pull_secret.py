@@ -360,7 +360,7 @@ class RegistryPullSecret(Check):
       `.dockercfg` holding `{"auths": …}` (kubectl 1.9, kubernetes#61358);
     - no usable secret of the pod names the image's registry: above all a secret keyed only
       by `https://index.docker.io/v1/`, which `kubectl create secret docker-registry` writes
-      when `--docker-server` is left out (the seed's mistake), or one keyed by the right host
+      when `--docker-server` is left out (the lab-22 lab's mistake), or one keyed by the right host
       with another port or path;
     - a secret names the registry but the registry refuses it (`unauthorized`,
       `no basic auth credentials`, …): wrong user or password.
@@ -371,9 +371,9 @@ class RegistryPullSecret(Check):
     ## Why it matters
     Without `--docker-server`, the secret's only registry is Docker Hub: the kubelet finds
     no credentials for the private registry, pulls anonymously and the registry answers
-    401; the pod stays in `ImagePullBackOff` with no hint that the secret is the cause. The seed
-    puts it: "Ne surtout pas oublier le flag --docker-server". A missing or mistyped secret is
-    only a warning in the kubelet's log.
+    401; the pod stays in `ImagePullBackOff` with no hint that the secret is the cause.
+    The lab-22 lab stresses it: never forget the `--docker-server` flag. A missing or
+    mistyped secret is only a warning in the kubelet's log.
 
     ## How to fix
     Recreate the secret naming the registry the images are on (the password is left for you
@@ -679,7 +679,7 @@ class _Judge:
             )
             hint = (
                 f"Recreate the secret with --docker-server={ref.registry} (command in the fix). "
-                'The seed warns: "Ne surtout pas oublier le flag --docker-server".'
+                "The lab-22 kubeadm lab warns: never forget the --docker-server flag."
             )
         elif kind == Mismatch.PORT:
             text = (

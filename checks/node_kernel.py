@@ -80,7 +80,7 @@ def _shadow_evidence(setting: list[Assignment]) -> dict[str, Any]:
 
 
 class NodeKernel(Check):
-    """The kernel prerequisites of kubeadm's guide: bridged traffic through iptables,
+    """The kernel prerequisites of kubeadm's install instructions: bridged traffic through iptables,
     forwarding, swap and the cgroup version, now and after a reboot.
 
     Read: ``/proc/sys/net/bridge/bridge-nf-call-iptables`` (it exists only while

@@ -9,6 +9,7 @@ from doctor.core.errors import FactMissing
 from doctor.core.fix import Action, Fix, FixSafety
 from doctor.core.model import Finding, Scope, Severity, Verdict
 from doctor.core.registry import Check
+from doctor.facts.distro import package_tool
 from doctor.facts.systemctl import UnitStatus, start_command, unit_status
 from fixes.base import Command
 
@@ -48,7 +49,7 @@ class Services(Check):
 
     ## Why it matters
     kubelet is what makes a machine a node: when it is stopped the node turns NotReady and its
-    pods are evicted. It needs a running container runtime; the seed's install steps
+    pods are evicted. It needs a running container runtime; the lab-22 kubeadm lab's install steps
     (`systemctl enable docker && systemctl start docker`, the same for kubelet) are easy to
     half-do, and a unit that is active but not enabled silently breaks the node at the next
     reboot. kubeadm's preflight only warns that kubelet is not enabled and no longer looks at
@@ -85,6 +86,7 @@ class Services(Check):
         kubelet = units[KUBELET]
         runtimes = [units[name] for name in RUNTIMES]
         diag = _Diagnosis()
+        tool = package_tool(ctx.node)
 
         installed_runtimes = [unit for unit in runtimes if unit.installed]
         if not installed_runtimes:
@@ -101,8 +103,9 @@ class Services(Check):
                         "no container runtime is installed (neither docker nor containerd)",
                         resource="docker.service, containerd.service",
                         evidence={unit.name: unit.evidence() for unit in runtimes},
-                        hint="Install the runtime kubelet uses (e.g. `yum install -y docker` "
-                        "on CentOS 7), then `systemctl enable --now docker`.",
+                        hint=f"Install the runtime the kubelet uses (e.g. "
+                        f"{tool.install('containerd')}), then `systemctl enable --now "
+                        "containerd`.",
                     )
                 )
 
@@ -114,8 +117,8 @@ class Services(Check):
                     "kubelet is not installed",
                     resource=kubelet.name,
                     evidence=kubelet.evidence(),
-                    hint="Install it (`yum install -y kubelet kubeadm` from the Kubernetes "
-                    "repository), then `systemctl enable --now kubelet`.",
+                    hint=f"Install it ({tool.install('kubelet', 'kubeadm')} from the "
+                    "Kubernetes package repository), then `systemctl enable --now kubelet`.",
                 )
             )
         elif kubelet.installed is None:

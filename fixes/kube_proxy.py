@@ -1,7 +1,7 @@
-"""kube-proxy: where its proxy mode is set, and the proxy-mode patch (the seed's workaround, done
-properly).
+"""kube-proxy: where its proxy mode is set, and the proxy-mode patch (the lab-22 lab's
+workaround, done properly).
 
-The seed (a kubeadm 1.6 lab) worked around a broken Service path with
+The lab-22 kubeadm lab (kubeadm 1.6) worked around a broken Service path with
 ``kubectl get ds -l component=kube-proxy -o json | jq '…command |= .+ ["--proxy-mode=userspace"]'
 | kubectl apply -f - && kubectl delete pods -l component=kube-proxy``. That appends a second
 ``--proxy-mode`` when one is already there, is silently ignored when kube-proxy reads a

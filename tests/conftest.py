@@ -107,7 +107,7 @@ def run_on_bundle(
 def copy_bundle(src: Path, tmp_path: Path, name: str = "b") -> Path:
     """A private copy of a fixture bundle that a test may edit."""
     dst = tmp_path / name
-    shutil.copytree(src, dst)
+    shutil.copytree(src, dst, symlinks=True)  # wants/ links point at the node's paths
     return dst
 
 

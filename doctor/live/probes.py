@@ -7,7 +7,7 @@ as narrow as it can be:
 What it creates
     In namespace ``kdoctor-probe`` (created only when missing, and then deleted at the end):
     a headless Service ``kdoctor-probe`` (``clusterIP: None``, selecting the probes) and one
-    pod per schedulable node (or ``--probe-nodes N``), the seed's test made automatic: image
+    pod per schedulable node (or ``--probe-nodes N``), the lab-22 lab's test made automatic: image
     ``busybox`` (``--probe-image``; ``--probe-pull-secret [NS/]NAME`` adds an imagePullSecret:
     the secret, in namespace NS, ``default`` when not given, is copied into the probe namespace
     for the run unless one of that name is already there), running

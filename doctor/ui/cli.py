@@ -449,7 +449,12 @@ def _add_fleet_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
     from doctor.fleet.manifest import DEFAULT_IMAGE, DEFAULT_NAMESPACE
 
     def image_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--namespace", default=DEFAULT_NAMESPACE, metavar="NS")
+        p.add_argument(
+            "--namespace",
+            default=DEFAULT_NAMESPACE,
+            metavar="NS",
+            help=f"namespace of the agents (default {DEFAULT_NAMESPACE})",
+        )
         p.add_argument("--image", default=DEFAULT_IMAGE, metavar="IMAGE", help="agent image")
         p.add_argument("--image-pull-secret", action="append", metavar="NAME",
                        help="docker-registry secret (in NS) for the image; repeatable")  # fmt: skip
@@ -460,11 +465,30 @@ def _add_fleet_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
     image_options(fleet)
     fleet.add_argument("--keep", action="store_true", help="leave the DaemonSet in place")
     fleet.add_argument("--collect", type=Path, metavar="DIR", help="write a fleet bundle")
-    fleet.add_argument("--concurrency", type=_positive_int, default=16, metavar="N")
-    fleet.add_argument("--connect-timeout", type=float, default=2.0, metavar="SECONDS")
+    fleet.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=16,
+        metavar="N",
+        help="agents gathered at once (default 16)",
+    )
+    fleet.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="TCP connect timeout of the node-ports probes (default 2)",
+    )
     fleet.add_argument("--node", metavar="TEXT", help="text report: only nodes containing TEXT")
-    fleet.add_argument("--format", choices=["text", "json", "prometheus"], default="text")
-    fleet.add_argument("--json", action="store_const", const="json", dest="format")
+    fleet.add_argument(
+        "--format",
+        choices=["text", "json", "prometheus"],
+        default="text",
+        help="report format (default text)",
+    )
+    fleet.add_argument(
+        "--json", action="store_const", const="json", dest="format", help="same as --format json"
+    )
     fleet.add_argument("--output", type=Path, metavar="FILE", help="write atomically to FILE")
     manifest = sub.add_parser("manifest", help="print the YAML that fleet applies")
     image_options(manifest)
@@ -472,8 +496,19 @@ def _add_fleet_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
                           help="a CronJob running the cluster scope once instead")  # fmt: skip
     agent = sub.add_parser("agent", help="what each agent pod runs (not for people)")
     agent.add_argument("--run", action="store_true", help="collect and print this node's bundle")
-    agent.add_argument("--targets", default="[]", metavar="JSON")
-    agent.add_argument("--connect-timeout", type=float, default=2.0, metavar="SECONDS")
+    agent.add_argument(
+        "--targets",
+        default="[]",
+        metavar="JSON",
+        help="the peers to probe, as fleet hands them over",
+    )
+    agent.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="TCP connect timeout per probe (default 2)",
+    )
 
 
 def _render_fleet_text(report: Report, args: argparse.Namespace) -> str:
