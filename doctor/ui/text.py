@@ -196,6 +196,13 @@ def fix_line(result: CheckResult, bundle: str | None = None) -> str | None:
     if fix.safety is FixSafety.MANUAL:
         where = f" --bundle {safe(bundle, single_line=True)}" if bundle is not None else ""
         return f"manual fix: {title} — see: kdoctor fix {result.id} --dry-run{where}"
+    if bundle is not None:
+        # fix refuses to change a copy: offer what works on a bundle, the dry run.
+        where = safe(bundle, single_line=True)
+        return (
+            f"fix ({fix.safety.value}): {title} — its plan: kdoctor fix {result.id} --dry-run "
+            f"--bundle {where}; apply it on the node itself"
+        )
     flags = " --unsafe" if fix.safety is FixSafety.UNSAFE else ""
     return f"fix ({fix.safety.value}): {title} — kdoctor fix {result.id}{flags}"
 
