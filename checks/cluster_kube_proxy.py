@@ -153,8 +153,13 @@ class KubeProxy(Check):
                 Finding(
                     Severity.FAIL,
                     f"kube-proxy runs with --config={setup.config.path} but ConfigMap "
-                    f"{setup.config.configmap} does not exist: its pods cannot start",
-                    resource=f"configmap/{kp.NAMESPACE}/{setup.config.configmap}",
+                    f"{setup.config.configmap} does not exist: its pods cannot start"
+                    if setup.config.configmap
+                    else f"kube-proxy runs with --config={setup.config.path}, but no ConfigMap "
+                    "volume of its pods provides that file: its pods cannot start",
+                    resource=f"configmap/{kp.NAMESPACE}/{setup.config.configmap}"
+                    if setup.config.configmap
+                    else None,
                     evidence=dict(base),
                     hint="Re-create it: `kubeadm init phase addon kube-proxy`.",
                 )
@@ -165,7 +170,9 @@ class KubeProxy(Check):
                     Severity.FAIL,
                     f"ConfigMap {setup.config.configmap} has no key {setup.config.key}, which "
                     f"kube-proxy reads with --config={setup.config.path}",
-                    resource=f"configmap/{kp.NAMESPACE}/{setup.config.configmap}",
+                    resource=f"configmap/{kp.NAMESPACE}/{setup.config.configmap}"
+                    if setup.config.configmap
+                    else None,
                     evidence=dict(base),
                     hint="Re-create it: `kubeadm init phase addon kube-proxy`.",
                 )

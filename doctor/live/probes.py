@@ -498,7 +498,8 @@ class ProbeCluster:
                     cause = podcause.PodCause(
                         podcause.UNKNOWN,
                         f"no kubelet reported on it within {SILENT_AFTER:g}s: the kubelet of "
-                        f"node {probe.node} does not run it (see cluster.nodes)",
+                        f"node {probe.node} has not started it (read `journalctl -u kubelet` "
+                        "on that node: its kubelet or container runtime is stuck)",
                         {"status": obj.get("status") or {}},
                     )
             out.append(

@@ -187,7 +187,14 @@ class PlanScreen(Screen[None]):
     # -- other ---------------------------------------------------------------------------
     def action_copy(self) -> None:
         self.app.copy_to_clipboard("\n".join(self.fix.plan()) + "\n")
-        self.notify("The plan is on the clipboard (OSC 52).", title="Copied", markup=False)
+        # OSC 52 has no answer: kdoctor cannot know whether the terminal (or tmux without
+        # set-clipboard) took it, so it says what it did, not what happened.
+        self.notify(
+            "Sent the plan to the terminal's clipboard (OSC 52). Terminals without OSC 52 "
+            "(tmux without set-clipboard) ignore it: the plan is shown on this screen.",
+            title="Plan sent",
+            markup=False,
+        )
 
     def action_back(self) -> None:
         if self.phase == "applying":
