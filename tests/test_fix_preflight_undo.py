@@ -145,9 +145,9 @@ def test_what_the_text_report_recommends_for_a_bundle_fix_accepts(tmp_path: Path
     bundle = str(BUNDLES / "centos7-iptables-services")
     text = kdoctor("check", "--bundle", bundle).stdout
     recommended = [
-        line[line.index("kdoctor fix") :].strip().strip("`").split("`")[0]
+        line[line.index("kdoctor fix") :].strip().strip("`").split("`")[0].split(";")[0]
         for line in text.splitlines()
-        if "kdoctor fix" in line and line.lstrip().startswith(("[*]", "manual fix"))
+        if "kdoctor fix" in line and line.lstrip().startswith(("fix (", "manual fix"))
     ]
     assert recommended
     for command in recommended:
