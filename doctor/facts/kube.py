@@ -153,10 +153,11 @@ _SET_EXPR = re.compile(r"^\s*([^\s!=]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
 def _split_selector(selector: str) -> tuple[str, ...]:
     """The terms of a selector (comma is AND, except inside ``in (…)``); parsed once per
     selector, since a held list is filtered item by item."""
-    return tuple(_split_terms(selector))
+    return tuple(split_selector_terms(selector))
 
 
-def _split_terms(selector: str) -> list[str]:
+def split_selector_terms(selector: str) -> list[str]:
+    """A label selector's terms: split at commas that are not inside ``in (a,b)``."""
     parts, depth, current = [], 0, ""
     for char in selector:
         if char == "(":

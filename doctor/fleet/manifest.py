@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from doctor import __version__
+from doctor.facts.kube import split_selector_terms
 
 DEFAULT_NAMESPACE = "kdoctor-fleet"
 DEFAULT_IMAGE = f"kdoctor:{__version__}"
@@ -78,29 +79,10 @@ class ManifestSettings:
     schedule: str = "*/15 * * * *"
 
 
-def _split_selector(selector: str) -> list[str]:
-    """Split at commas that are not inside ``in (a,b)``."""
-    parts: list[str] = []
-    depth = 0
-    current = ""
-    for char in selector:
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        if char == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    parts.append(current)
-    return [p for p in parts if p.strip()]
-
-
 def node_affinity(selector: str) -> dict[str, Any]:
     """A label selector (``role=worker,zone in (a,b),!gpu``) as required node affinity."""
     expressions: list[dict[str, Any]] = []
-    for term in _split_selector(selector):
+    for term in split_selector_terms(selector):
         match = _SELECTOR_TERM.match(term)
         if match is None:
             raise SelectorError(f"not a label selector term: {term.strip()!r}")
